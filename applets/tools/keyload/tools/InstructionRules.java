@@ -78,7 +78,6 @@ final class InstructionRules {
         }
     }
 
-    /** Class constants are checked as references; the other constants are judged here. */
     private static String constantProblem(Object constant) {
         if (constant instanceof Integer) {
             int value = (Integer) constant;
@@ -89,7 +88,8 @@ final class InstructionRules {
             return "LDC of a string literal: java.lang.String is not in the Java Card 3.0.5 API";
         }
         if (constant instanceof Type) {
-            return null;
+            return "LDC of the class literal " + ((Type) constant).getClassName()
+                    + ".class: java.lang.Class is not in the Java Card 3.0.5 API";
         }
         return "LDC of a " + constant.getClass().getSimpleName() + " constant is not supported by Java Card";
     }
@@ -111,8 +111,6 @@ final class InstructionRules {
             }
         } else if (insn instanceof TypeInsnNode) {
             add(problems, name, types.problem(Type.getObjectType(((TypeInsnNode) insn).desc)));
-        } else if (insn instanceof LdcInsnNode && ((LdcInsnNode) insn).cst instanceof Type) {
-            add(problems, "LDC class constant", types.problem((Type) ((LdcInsnNode) insn).cst));
         }
     }
 
