@@ -1,0 +1,73 @@
+package keyload.station;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * The station's command line:
+ * {@code --vpcd-host HOST --control-port PORT --reader PORT=ROLE ... [--role NAME=class:AIDHEX ...]}.
+ */
+public record StationOptions(String vpcdHost, int controlPort, Map<Integer, String> readerRoles, Roles roles) {
+
+    static final String DEFAULT_VPCD_HOST = "127.0.0.1";
+    static final int DEFAULT_CONTROL_PORT = 35990;
+
+    public static final String USAGE = "usage: keyload.station.Station [--vpcd-host HOST] [--control-port PORT]"
+            + " --reader PORT=AS|EI|EMPTY|ROLE ... [--role NAME=applet.Class:AIDHEX ...]";
+
+    /**
+     * Parses the arguments; every role named by a reader must be known once all --role options are read.
+     *
+     * @throws IllegalArgumentException with a message for the user
+     */
+    public static StationOptions parse(String... args) {
+        String host = DEFAULT_VPCD_HOST;
+        int controlPort = DEFAULT_CONTROL_PORT;
+        Map<Integer, String> readerRoles = new LinkedHashMap<>();
+        Roles roles = new Roles();
+        for (int i = 0; i < args.length; i++) {
+            String option = args[i];
+            if (i + 1 >= args.length) {
+                throw new IllegalArgumentException(option + " needs a value; " + USAGE);
+            }
+            String value = args[++i];
+            switch (option) {
+                case "--vpcd-host" -> host = value;
+                case "--control-port" -> controlPort = port(value);
+                case "--role" -> roles.add(AppletRole.parse(value));
+                case "--reader" -> {
+                    int eq = value.indexOf('=');
+                    if (eq <= 0) {
+                        throw new IllegalArgumentException("--reader expects PORT=ROLE, got '" + value + "'");
+                    }
+                    int port = port(value.substring(0, eq));
+                    if (readerRoles.put(port, value.substring(eq + 1)) != null) {
+                        throw new IllegalArgumentException("reader port " + port + " given twice");
+                    }
+                }
+                default -> throw new IllegalArgumentException("unknown option " + option + "; " + USAGE);
+            }
+        }
+        if (readerRoles.isEmpty()) {
+            throw new IllegalArgumentException("no --reader given; " + USAGE);
+        }
+        for (String role : readerRoles.values()) {
+            if (!Roles.isEmpty(role)) {
+                roles.lookup(role);
+            }
+        }
+        return new StationOptions(host, controlPort, readerRoles, roles);
+    }
+
+    private static int port(String word) {
+        try {
+            int port = Integer.parseInt(word);
+            if (port >= 0 && port <= 0xFFFF) {
+                return port;
+            }
+        } catch (NumberFormatException ignored) {
+            // reported below with the offending word
+        }
+        throw new IllegalArgumentException("not a TCP port: '" + word + "'");
+    }
+}
