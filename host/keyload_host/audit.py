@@ -1,0 +1,129 @@
+"""Append-only JSON Lines audit log of what was done to which card.
+
+One record per event, written with a single ``write`` on a file opened with O_APPEND (so records of
+concurrent runs never interleave) and fsync'ed before the call returns (so a record survives a crash
+right after the card was changed). Records name readers, serials, references, versions, KCVs and
+status words; a guard refuses any value that is bytes, a bytearray or a ``Secret``, so that key
+material cannot reach the log even by mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import KeyloadError
+from .secrets import Secret
+
+FIELDS = (
+    "reader",
+    "as_sn",
+    "ei_sn",
+    "ref1",
+    "ref2",
+    "version",
+    "kcv",
+    "result",
+    "sw",
+    "message",
+)
+"""The fields a record may carry besides ``time`` and ``event``."""
+
+EVENT_SESSION_START = "session_start"
+EVENT_PREFLIGHT_REFUSED = "preflight_refused"
+EVENT_KEY = "key"
+EVENT_READBACK = "readback"
+EVENT_CARD_FAILED = "card_failed"
+EVENT_SESSION_END = "session_end"
+
+_FORBIDDEN_TYPES = (bytes, bytearray, memoryview, Secret)
+
+
+class AuditError(KeyloadError):
+    """A record was refused or could not be written."""
+
+
+class AuditSink(Protocol):
+    """What the workflow writes to: an ``AuditLog`` or a ``NullAuditLog``."""
+
+    def record(self, event: str, **fields: Any) -> dict[str, Any]: ...
+
+
+def _validate(fields: dict[str, Any]) -> None:
+    """Refuse unknown fields and values that could carry key material."""
+    unknown = sorted(set(fields) - set(FIELDS))
+    if unknown:
+        raise AuditError(f"unknown audit field(s): {', '.join(unknown)}")
+    for name, value in fields.items():
+        _check_value(name, value)
+
+
+def _check_value(name: str, value: Any) -> None:
+    if isinstance(value, _FORBIDDEN_TYPES):
+        raise AuditError(
+            f"audit field '{name}' holds {type(value).__name__}: refused, the audit log takes only "
+            "text and numbers so that it can never carry key material"
+        )
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check_value(name, item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_value(name, item)
+
+
+class AuditLog:
+    """An open audit log file; use as a context manager or call ``close``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._fd: int | None = os.open(
+                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+        except OSError as error:
+            raise AuditError(f"{path}: cannot open the audit log: {error.strerror}") from None
+
+    def record(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Write one record and make it durable; returns the record as written."""
+        _validate(fields)
+        record = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "event": event,
+            **{name: fields[name] for name in FIELDS if fields.get(name) is not None},
+        }
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        if self._fd is None:
+            raise AuditError(f"{self.path}: the audit log is closed")
+        try:
+            os.write(self._fd, line)
+            os.fsync(self._fd)
+        except OSError as error:
+            raise AuditError(f"{self.path}: cannot write the audit log: {error.strerror}") from None
+        return record
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class NullAuditLog:
+    """Stands in when no audit log was asked for; still applies the guard, so that a secret
+    passed by mistake fails in every run, not only in runs that keep a log."""
+
+    def record(self, event: str, **fields: Any) -> dict[str, Any]:
+        _validate(fields)
+        return {"event": event, **fields}
+
+    def close(self) -> None:
+        """Nothing to close."""

@@ -1,0 +1,266 @@
+"""PC/SC access over pyscard's thin ``smartcard.scard`` layer: readers, connections, raw APDUs.
+
+The thin layer is used instead of pyscard's object API because it hands back the PC/SC result
+codes, which is what tells a removed card from a busy reader or a stopped pcscd.
+
+Reader selection rule (one rule for every command): ``--reader`` is first compared with the
+exact reader names; if none is equal, it is read as an fnmatch-style, case-sensitive pattern
+(``*``, ``?``, ``[...]``) that must match exactly one reader. A name or pattern that matches no
+reader or several raises an error listing the readers present, so a command never silently talks
+to another reader. Exact names are tried first because real reader names may contain ``[``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from smartcard import scard
+
+from .errors import KeyloadError
+
+log = logging.getLogger(__name__)
+
+_PROTOCOL_HEADERS = {
+    scard.SCARD_PROTOCOL_T0: scard.SCARD_PCI_T0,
+    scard.SCARD_PROTOCOL_T1: scard.SCARD_PCI_T1,
+}
+_CARD_GONE = {scard.SCARD_W_REMOVED_CARD, scard.SCARD_E_NO_SMARTCARD}
+_MAYBE_CARD_GONE = {scard.SCARD_E_NOT_TRANSACTED, scard.SCARD_E_READER_UNAVAILABLE}
+_NO_SERVICE = {scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED}
+
+
+class TransportError(KeyloadError):
+    """PC/SC could not do what was asked."""
+
+
+class PcscUnavailableError(TransportError):
+    """The PC/SC daemon is not reachable."""
+
+
+class ReaderNotFoundError(TransportError):
+    """No reader matches the given name or pattern."""
+
+
+class AmbiguousReaderError(TransportError):
+    """Several readers match the given pattern."""
+
+
+class NoCardError(TransportError):
+    """The reader is empty."""
+
+
+class ReaderBusyError(TransportError):
+    """Another program holds the card exclusively."""
+
+
+class CardRemovedError(TransportError):
+    """The card left the reader (or was reset by someone else) while we were talking to it."""
+
+
+@dataclass
+class TransportStats:
+    """Counts of raw exchanges, kept by every transport so that benchmarks can read them."""
+
+    apdus: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+    def count(self, sent: int, received: int) -> None:
+        self.apdus += 1
+        self.bytes_sent += sent
+        self.bytes_received += received
+
+
+class Transport(Protocol):
+    """What the APDU layer needs: send raw command bytes, get raw response bytes (data || SW)."""
+
+    reader: str
+    stats: TransportStats
+
+    def transmit(self, apdu: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class ReaderStatus:
+    name: str
+    card_present: bool
+    atr: bytes
+    exclusive: bool
+    """Another program holds the card exclusively."""
+
+
+def _error_text(hresult: int) -> str:
+    message = scard.SCardGetErrorMessage(hresult).strip().rstrip(".")
+    return f"{message} (0x{hresult & 0xFFFFFFFF:08X})"
+
+
+def _check(hresult: int, what: str) -> None:
+    if hresult == scard.SCARD_S_SUCCESS:
+        return
+    if hresult in _NO_SERVICE:
+        raise PcscUnavailableError(f"pcscd is not running: {_error_text(hresult)}")
+    raise TransportError(f"{what}: {_error_text(hresult)}")
+
+
+def _quoted_list(names: Iterable[str]) -> str:
+    names = list(names)
+    return ", ".join(f"'{name}'" for name in names) if names else "none"
+
+
+def match_reader(pattern: str, names: Sequence[str]) -> str:
+    """Apply the reader selection rule (see the module docstring) to the readers present."""
+    if pattern in names:
+        return pattern
+    matches = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ReaderNotFoundError(
+            f"no reader matches '{pattern}'; readers present: {_quoted_list(names)}"
+        )
+    raise AmbiguousReaderError(
+        f"'{pattern}' matches {len(matches)} readers: {_quoted_list(matches)}; "
+        "give the exact name or a pattern that matches only one"
+    )
+
+
+class Pcsc:
+    """A PC/SC context: lists readers and opens connections. Use as a context manager."""
+
+    def __init__(self) -> None:
+        hresult, self._context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+        _check(hresult, "cannot open a PC/SC context")
+
+    def close(self) -> None:
+        if self._context is not None:
+            scard.SCardReleaseContext(self._context)
+            self._context = None
+
+    def __enter__(self) -> Pcsc:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def reader_names(self) -> list[str]:
+        hresult, names = scard.SCardListReaders(self._context, [])
+        if hresult == scard.SCARD_E_NO_READERS_AVAILABLE:
+            return []
+        _check(hresult, "cannot list the readers")
+        return list(names)
+
+    def readers(self, names: Sequence[str] | None = None) -> list[ReaderStatus]:
+        """Card presence and ATR of ``names`` (default: every reader), without connecting."""
+        names = self.reader_names() if names is None else list(names)
+        if not names:
+            return []
+        states = [(name, scard.SCARD_STATE_UNAWARE) for name in names]
+        hresult, new_states = scard.SCardGetStatusChange(self._context, 0, states)
+        _check(hresult, "cannot read the reader states")
+        return [
+            ReaderStatus(
+                name=name,
+                card_present=bool(event & scard.SCARD_STATE_PRESENT),
+                atr=bytes(atr),
+                exclusive=bool(event & scard.SCARD_STATE_EXCLUSIVE),
+            )
+            for name, event, atr in new_states
+        ]
+
+    def find_reader(self, pattern: str) -> str:
+        return match_reader(pattern, self.reader_names())
+
+    def connect(self, pattern: str, *, exclusive: bool = True) -> PcscTransport:
+        """Connect to the card in the one reader matching ``pattern``.
+
+        Exclusive by default so that no other program can slip commands between ours (a PIN
+        verified on the AS stays valid until the applet is deselected).
+        """
+        reader = self.find_reader(pattern)
+        share = scard.SCARD_SHARE_EXCLUSIVE if exclusive else scard.SCARD_SHARE_SHARED
+        hresult, card, protocol = scard.SCardConnect(
+            self._context, reader, share, scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
+        )
+        if hresult in _CARD_GONE:
+            raise NoCardError(f"there is no card in reader '{reader}'")
+        if hresult == scard.SCARD_E_SHARING_VIOLATION:
+            raise ReaderBusyError(f"the card in reader '{reader}' is in use by another program")
+        _check(hresult, f"cannot connect to the card in reader '{reader}'")
+        return PcscTransport(self, reader, card, protocol, share)
+
+
+class PcscTransport:
+    """An open connection to one card. Disconnecting resets the card by default, so that no
+    verified PIN or selected applet outlives the session."""
+
+    def __init__(self, pcsc: Pcsc, reader: str, card: int, protocol: int, share: int) -> None:
+        self.pcsc = pcsc
+        self.reader = reader
+        self.stats = TransportStats()
+        self._card: int | None = card
+        self._protocol = protocol
+        self._share = share
+
+    def transmit(self, apdu: bytes) -> bytes:
+        if self._card is None:
+            raise TransportError(f"the connection to reader '{self.reader}' is closed")
+        hresult, response = scard.SCardTransmit(
+            self._card, _PROTOCOL_HEADERS[self._protocol], list(apdu)
+        )
+        if hresult != scard.SCARD_S_SUCCESS:
+            self._raise_transmit_error(hresult)
+        self.stats.count(len(apdu), len(response))
+        return bytes(response)
+
+    def _raise_transmit_error(self, hresult: int) -> None:
+        if hresult == scard.SCARD_W_RESET_CARD:
+            raise CardRemovedError(
+                f"the card in reader '{self.reader}' was reset by another program; "
+                "its session (selected applet, verified PIN) is lost"
+            )
+        if hresult in _CARD_GONE or (hresult in _MAYBE_CARD_GONE and not self._card_present()):
+            raise CardRemovedError(f"the card was removed from reader '{self.reader}'")
+        _check(hresult, f"the exchange with the card in reader '{self.reader}' failed")
+
+    def _card_present(self) -> bool:
+        try:
+            return any(status.card_present for status in self.pcsc.readers([self.reader]))
+        except TransportError:
+            return False
+
+    @property
+    def atr(self) -> bytes:
+        hresult, _reader, _state, _protocol, atr = scard.SCardStatus(self._card)
+        if hresult in _CARD_GONE:
+            raise CardRemovedError(f"the card was removed from reader '{self.reader}'")
+        _check(hresult, f"cannot read the ATR in reader '{self.reader}'")
+        return bytes(atr)
+
+    def reconnect(self, *, reset: bool = False) -> None:
+        """Re-establish the connection, e.g. after another program reset the card."""
+        init = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
+        hresult, self._protocol = scard.SCardReconnect(
+            self._card, self._share, scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1, init
+        )
+        if hresult in _CARD_GONE:
+            raise CardRemovedError(f"the card was removed from reader '{self.reader}'")
+        _check(hresult, f"cannot reconnect to the card in reader '{self.reader}'")
+
+    def disconnect(self, *, reset: bool = True) -> None:
+        if self._card is None:
+            return
+        disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
+        hresult = scard.SCardDisconnect(self._card, disposition)
+        self._card = None
+        if hresult not in (scard.SCARD_S_SUCCESS, *_CARD_GONE):
+            log.debug("disconnect from '%s': %s", self.reader, _error_text(hresult))
+
+    def __enter__(self) -> PcscTransport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.disconnect()
