@@ -183,7 +183,8 @@ def _slot_problem(key: KeyEntry, slot: KeyEntry | None, ei: EiState, load: Load)
             f"AS key {load.ref1:02X} is {key.key_length} bytes"
         )
     if slot.usage != key.usage:
-        return f"{where} takes {slot.usage.name} keys, AS key {load.ref1:02X} is a {key.usage.name} key"
+        usage = key.usage.name
+        return f"{where} takes {slot.usage.name} keys, AS key {load.ref1:02X} is a {usage} key"
     if slot.loaded and slot.version > key.version:
         return (
             f"{where} holds version {slot.version:04X}, newer than version {key.version:04X} "
