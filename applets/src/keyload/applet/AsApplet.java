@@ -114,7 +114,7 @@ public final class AsApplet extends KeyloadApplet {
         byte ref = buffer[(short) (data + PUT_REF)];
         byte usage = buffer[(short) (data + PUT_USAGE)];
         byte flags = buffer[(short) (data + PUT_FLAGS)];
-        if (!isReference(ref) || !isUsage(usage) || (flags & (byte) ~FLAGS_DEFINED) != 0
+        if (!isReference(ref) || !isUsage(usage) || (byte) (flags & ~FLAGS_DEFINED) != 0
                 || Util.getShort(buffer, (short) (data + PUT_VERSION)) == 0) {
             ISOException.throwIt(SW_INCORRECT_DATA);
         }
@@ -212,7 +212,7 @@ public final class AsApplet extends KeyloadApplet {
         Util.arrayCopyNonAtomic(buffer, (short) (data + EXPORT_SN), context, C_SN, snLength);
         deriveOperationKeys(context, C_SN, snLength);
         byte flags = e[(short) (record + ENTRY_FLAGS)];
-        if ((flags & FLAG_DIVERSIFIED) != 0) {
+        if ((byte) (flags & FLAG_DIVERSIFIED) != 0) {
             aes.kdf(e, (short) (record + REC_KEY), keyLength, LABEL_UNIT, context, C_SN, snLength,
                     secrets, S_KEY, keyLength);
         } else {

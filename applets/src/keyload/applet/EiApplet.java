@@ -149,7 +149,7 @@ public final class EiApplet extends KeyloadApplet {
         byte usage = buffer[(short) (data + DEFINE_USAGE)];
         byte flags = buffer[(short) (data + DEFINE_FLAGS)];
         if (!isReference(ref) || !AesEngine.isAesKeyLength(keyLength) || !isUsage(usage)
-                || (flags & (byte) ~FLAGS_DEFINED) != 0) {
+                || (byte) (flags & ~FLAGS_DEFINED) != 0) {
             ISOException.throwIt(SW_INCORRECT_DATA);
         }
         short index = entryForDefinition(ref);
@@ -258,7 +258,7 @@ public final class EiApplet extends KeyloadApplet {
         }
         byte[] e = entries.bytes();
         short slot = entries.current(index);
-        if ((e[(short) (slot + ENTRY_FLAGS)] & FLAG_ACCEPTS_IMPORT) == 0) {
+        if ((byte) (e[(short) (slot + ENTRY_FLAGS)] & FLAG_ACCEPTS_IMPORT) == 0) {
             ISOException.throwIt(SW_COMMAND_NOT_ALLOWED);
         }
         if (e[(short) (slot + ENTRY_KEY_LENGTH)] != keyLength

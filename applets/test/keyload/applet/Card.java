@@ -33,6 +33,10 @@ final class Card {
         Applet applet(AID aid) {
             return getApplet(aid);
         }
+
+        void activate() {
+            activateSimulatorRuntimeInstance();
+        }
     }
 
     private final Runtime runtime = new Runtime();
@@ -55,7 +59,9 @@ final class Card {
         return new Card(EI_AID, EiApplet.class);
     }
 
+    /** The applet object; JCSystem calls made after this one answer for this card. */
     Applet applet() {
+        runtime.activate();
         return runtime.applet(aid);
     }
 

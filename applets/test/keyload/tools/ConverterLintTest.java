@@ -153,7 +153,7 @@ public class ConverterLintTest {
 
     @Test
     public void refusesIntLongFloatDoubleCharFieldsAndTheirArrays() throws Exception {
-        assertRefused(lint(fixture("int a; long b; float c; double d; char e; int[] f; char[] g; byte[][] h;")),
+        assertRefused(lint(fixture("int a; long b; float c; double d; char e; int[] f; char[] g; byte[][] h;\n")),
                 FIXTURE + ".a: field type: int is not supported",
                 FIXTURE + ".b: field type: long is not a Java Card type",
                 FIXTURE + ".c: field type: float is not a Java Card type",
@@ -166,27 +166,34 @@ public class ConverterLintTest {
 
     @Test
     public void refusesUnsupportedTypesInMethodDescriptors() throws Exception {
-        assertRefused(lint(fixture("void take(short a, int b) { }\n long give() { return 0L; }\n")),
+        assertRefused(lint(fixture("""
+                        void take(short a, int b) { }
+                        long give() { return 0L; }
+                        """)),
                 FIXTURE + ".take(SI)V line 3: parameter type: int is not supported",
                 FIXTURE + ".give()J line 4: return type: long is not a Java Card type");
     }
 
     @Test
     public void refusesClassesOutsideTheJavaCardApi() throws Exception {
-        assertRefused(lint(fixture("java.util.Random random; void take(Runnable task) { }")),
+        assertRefused(lint(fixture("""
+                        java.util.Random random;
+                        void take(Runnable task) { }
+                        """)),
                 FIXTURE + ".random: field type: java.util.Random is not in the Java Card 3.0.5 API",
-                FIXTURE + ".take(Ljava/lang/Runnable;)V line 3: parameter type: java.lang.Runnable is not in");
+                FIXTURE + ".take(Ljava/lang/Runnable;)V line 4: parameter type: java.lang.Runnable is not in");
     }
 
     @Test
     public void refusesClassesReferencedByInstructions() throws Exception {
-        assertRefused(lint(fixture(
-                        "Object make() {\n"
-                        + "    return new java.util.Random();\n"
-                        + "}\n"
-                        + "boolean test(Object o) {\n"
-                        + "    return o instanceof Integer || ((Thread) o).isAlive();\n"
-                        + "}\n")),
+        assertRefused(lint(fixture("""
+                        Object make() {
+                            return new java.util.Random();
+                        }
+                        boolean test(Object o) {
+                            return o instanceof Integer || ((Thread) o).isAlive();
+                        }
+                        """)),
                 FIXTURE + ".make()Ljava/lang/Object; line 4: NEW: java.util.Random is not in",
                 FIXTURE + ".make()Ljava/lang/Object; line 4: INVOKESPECIAL owner: java.util.Random is not in",
                 FIXTURE + ".test(Ljava/lang/Object;)Z line 7: INSTANCEOF: java.lang.Integer is not in",
@@ -195,24 +202,35 @@ public class ConverterLintTest {
 
     @Test
     public void refusesUnsupportedSuperclassAndInterfaces() throws Exception {
-        assertRefused(lint("package fixture;\n"
-                        + "public class Fixture extends java.util.Random implements Runnable {\n"
-                        + "    private static final long serialVersionUID = 1L;\n"
-                        + "    public void run() { }\n"
-                        + "}\n"),
+        assertRefused(lint("""
+                        package fixture;
+                        public class Fixture extends java.util.Random implements Runnable {
+                            private static final long serialVersionUID = 1L;
+                            public void run() { }
+                        }
+                        """),
                 FIXTURE + ": superclass: java.util.Random is not in",
                 FIXTURE + ": interface: java.lang.Runnable is not in");
     }
 
     @Test
     public void refusesJavaLangMembersJavaCardLacks() throws Exception {
-        assertRefused(lint(fixture("byte[] copy(byte[] data) {\n    return data.clone();\n}\n")),
+        assertRefused(lint(fixture("""
+                        byte[] copy(byte[] data) {
+                            return data.clone();
+                        }
+                        """)),
                 FIXTURE + ".copy([B)[B line 4: INVOKEVIRTUAL: byte[].clone does not exist in Java Card");
     }
 
     @Test
     public void refusesIntLocalVariables() throws Exception {
-        assertRefused(lint(fixture("short narrow(short a) {\n    int wide = a;\n    return (short) wide;\n}\n")),
+        assertRefused(lint(fixture("""
+                        short narrow(short a) {
+                            int wide = a;
+                            return (short) wide;
+                        }
+                        """)),
                 FIXTURE + ".narrow(S)S line 4: local variable wide: int is not supported");
     }
 
@@ -224,97 +242,141 @@ public class ConverterLintTest {
 
     @Test
     public void refusesLongFloatAndDoubleInstructions() throws Exception {
-        assertRefused(lint(fixture("short scale(short a) {\n"
-                        + "    return (short) ((long) a * 3L);\n"
-                        + "}\n"
-                        + "boolean above(short a) {\n"
-                        + "    return a * 1.5f > 2.0;\n"
-                        + "}\n")),
-                "line 4: I2L: long, float and double are not Java Card types",
-                "line 4: LMUL: long, float and double are not Java Card types",
-                "line 4: L2I: long, float and double are not Java Card types",
-                "line 4: LDC of a Long constant is not supported",
-                "line 7: FMUL: long, float and double are not Java Card types",
-                "line 7: DCMPL: long, float and double are not Java Card types");
+        assertRefused(lint(fixture("""
+                        short scale(short a) {
+                            return (short) ((long) a * 3L);
+                        }
+                        boolean above(short a) {
+                            return a * 1.5f > 2.0;
+                        }
+                        """)),
+                FIXTURE + ".scale(S)S line 4: I2L: long, float and double are not Java Card types",
+                FIXTURE + ".scale(S)S line 4: LMUL: long, float and double are not Java Card types",
+                FIXTURE + ".scale(S)S line 4: L2I: long, float and double are not Java Card types",
+                FIXTURE + ".scale(S)S line 4: LDC of a Long constant is not supported",
+                FIXTURE + ".above(S)Z line 7: FMUL: long, float and double are not Java Card types",
+                FIXTURE + ".above(S)Z line 7: DCMPL: long, float and double are not Java Card types");
     }
 
     @Test
     public void refusesCharConversion() throws Exception {
-        assertRefused(lint(fixture("byte viaChar(byte b) {\n    return (byte) (char) b;\n}\n")),
+        assertRefused(lint(fixture("""
+                        byte viaChar(byte b) {
+                            return (byte) (char) b;
+                        }
+                        """)),
                 FIXTURE + ".viaChar(B)B line 4: I2C: char is not a Java Card type");
     }
 
     @Test
     public void refusesIincOfIntLoopCounters() throws Exception {
-        assertRefused(lint(fixture("void loop() {\n    for (int i = 0; i < 3; i++) { }\n}\n")),
+        assertRefused(lint(fixture("""
+                        void loop() {
+                            for (int i = 0; i < 3; i++) { }
+                        }
+                        """)),
                 FIXTURE + ".loop()V line 4: IINC: javac emits it only for int locals");
     }
 
     @Test
     public void refusesSynchronized() throws Exception {
-        assertRefused(lint(fixture("void lock() {\n    synchronized (this) { }\n}\n")),
+        assertRefused(lint(fixture("""
+                        void lock() {
+                            synchronized (this) { }
+                        }
+                        """)),
                 FIXTURE + ".lock()V line 4: MONITORENTER: synchronized is not supported",
                 FIXTURE + ".lock()V line 4: MONITOREXIT: synchronized is not supported");
     }
 
     @Test
     public void refusesInvokedynamic() throws Exception {
-        assertRefused(lint(fixture("Object task() {\n    return (Runnable) () -> { };\n}\n")),
+        assertRefused(lint(fixture("""
+                        Object task() {
+                            return (Runnable) () -> { };
+                        }
+                        """)),
                 FIXTURE + ".task()Ljava/lang/Object; line 4: INVOKEDYNAMIC (lambda, method reference or string"
                         + " concatenation) is not supported");
     }
 
     @Test
     public void refusesMultiDimensionalArrays() throws Exception {
-        assertRefused(lint(fixture("Object grid() {\n    return new byte[2][3];\n}\n")),
+        assertRefused(lint(fixture("""
+                        Object grid() {
+                            return new byte[2][3];
+                        }
+                        """)),
                 FIXTURE + ".grid()Ljava/lang/Object; line 4: MULTIANEWARRAY: multi-dimensional arrays are not");
     }
 
     @Test
     public void refusesNewArraysOfIntAndChar() throws Exception {
-        assertRefused(lint(fixture("Object ints() {\n    return new int[3];\n}\nObject chars() {\n"
-                        + "    return new char[3];\n}\n")),
+        assertRefused(lint(fixture("""
+                        Object ints() {
+                            return new int[3];
+                        }
+                        Object chars() {
+                            return new char[3];
+                        }
+                        """)),
                 FIXTURE + ".ints()Ljava/lang/Object; line 4: NEWARRAY of int, long, float, double or char",
                 FIXTURE + ".chars()Ljava/lang/Object; line 7: NEWARRAY of int, long, float, double or char");
     }
 
     @Test
     public void refusesIntConstantsOutsideTheShortRange() throws Exception {
-        assertRefused(lint(fixture("short mask(short a) {\n    return (short) (a & 0x12345);\n}\n")),
+        assertRefused(lint(fixture("""
+                        short mask(short a) {
+                            return (short) (a & 0x12345);
+                        }
+                        """)),
                 FIXTURE + ".mask(S)S line 4: LDC int constant 74565 is outside the short range");
     }
 
     @Test
     public void refusesStringAndClassLiterals() throws Exception {
-        assertRefused(lint(fixture("Object text() {\n    return \"key\";\n}\nObject type() {\n"
-                        + "    return Fixture.class;\n}\n")),
+        assertRefused(lint(fixture("""
+                        Object text() {
+                            return "key";
+                        }
+                        Object type() {
+                            return Fixture.class;
+                        }
+                        """)),
                 FIXTURE + ".text()Ljava/lang/Object; line 4: LDC of a string literal: java.lang.String is not in",
                 FIXTURE + ".type()Ljava/lang/Object; line 7: LDC of the class literal fixture.Fixture.class");
     }
 
     @Test
     public void refusesStaticInitializers() throws Exception {
-        assertRefused(lint(fixture("static final short CONSTANT = 7;\nstatic byte[] table = {1, 2};\n")),
+        assertRefused(lint(fixture("""
+                        static final short CONSTANT = 7;
+                        static byte[] table = {1, 2};
+                        """)),
                 FIXTURE + ".<clinit>()V line 4: static initializer: the converter refuses <clinit>");
     }
 
     @Test
     public void refusesIntIntermediatesThatAreNotNarrowed() throws Exception {
-        LintRun run = lint(fixture("byte index(byte[] buffer, short offset) {\n"
-                + "    return buffer[offset + 1];\n"
-                + "}\n"
-                + "boolean compare(short a, short b, short limit) {\n"
-                + "    return a + b > limit;\n"
-                + "}\n"
-                + "short halve(short a, short b) {\n"
-                + "    return (short) ((a + b) / 2);\n"
-                + "}\n"
-                + "void allocate(short size) {\n"
-                + "    buffer = new byte[size * 2];\n"
-                + "}\n"
-                + "byte[] buffer;\n"));
+        LintRun run = lint(fixture("""
+                byte index(byte[] buffer, short offset) {
+                    return buffer[offset + 1];
+                }
+                boolean compare(short a, short b, short limit) {
+                    return a + b > limit;
+                }
+                short halve(short a, short b) {
+                    return (short) ((a + b) / 2);
+                }
+                void allocate(short size) {
+                    buffer = new byte[size * 2];
+                }
+                byte[] buffer;
+                """));
         assertRefused(run,
-                FIXTURE + ".index([BS)B line 4: int result of IADD reaches BALOAD: cast the intermediate value to short or byte",
+                FIXTURE + ".index([BS)B line 4: int result of IADD reaches BALOAD:"
+                        + " cast the intermediate value to short or byte",
                 FIXTURE + ".compare(SSS)Z line 7: int result of IADD reaches IF_ICMPLE: cast the intermediate value",
                 FIXTURE + ".halve(SS)S line 10: int result of IADD reaches IDIV, which depends on its upper 16 bits",
                 FIXTURE + ".allocate(S)V line 13: int result of IMUL reaches NEWARRAY: cast the intermediate value");
@@ -323,7 +385,10 @@ public class ConverterLintTest {
 
     @Test
     public void refusesEnumsAndVarargs() throws Exception {
-        assertRefused(lint(fixture("enum Mode { ON }\nvoid send(byte... data) { }\n")),
+        assertRefused(lint(fixture("""
+                        enum Mode { ON }
+                        void send(byte... data) { }
+                        """)),
                 FIXTURE + "$Mode: enum: Java Card has no java.lang.Enum",
                 FIXTURE + "$Mode.ON: enum constant: Java Card has no java.lang.Enum",
                 FIXTURE + ".send([B)V line 4: varargs method: Java Card has no varargs");
@@ -336,9 +401,9 @@ public class ConverterLintTest {
         assertTrue(run.output, run.output.contains("no class files under"));
     }
 
-    /** A fixture class in the applet package layout whose body starts on line 3. */
+    /** A fixture class in the applet package layout whose {@code members} start on line 3. */
     private static String fixture(String members) {
-        return "package fixture;\npublic class " + FIXTURE_CLASS + " {\n" + members + "\n}\n";
+        return "package fixture;\npublic class " + FIXTURE_CLASS + " {\n" + members + "}\n";
     }
 
     private static void assertRefused(LintRun run, String... expectedFragments) {

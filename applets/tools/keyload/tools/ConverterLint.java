@@ -101,7 +101,7 @@ public final class ConverterLint {
      * Lints {@code classes} as one unit (they may refer to each other's packages); the violations in class
      * order, each method's by line, without repeats (e.g. the two MONITOREXITs of one synchronized block).
      */
-    static Collection<String> lint(List<ClassNode> classes) {
+    private static Collection<String> lint(List<ClassNode> classes) {
         Set<String> packages = classes.stream().map(c -> JavaCardTypes.packageOf(c.name)).collect(Collectors.toSet());
         ConverterLint lint = new ConverterLint(new JavaCardTypes(packages));
         classes.forEach(lint::lintClass);
@@ -111,7 +111,7 @@ public final class ConverterLint {
     private static List<ClassNode> readClasses(Path dir) throws IOException {
         List<ClassNode> classes = new ArrayList<>();
         try (Stream<Path> files = Files.walk(dir)) {
-            for (Path file : files.filter(f -> f.toString().endsWith(".class")).sorted().collect(Collectors.toList())) {
+            for (Path file : files.filter(f -> f.toString().endsWith(".class")).collect(Collectors.toList())) {
                 ClassNode node = new ClassNode();
                 new ClassReader(Files.readAllBytes(file)).accept(node, 0);
                 classes.add(node);
@@ -191,7 +191,8 @@ public final class ConverterLint {
     private void lintLocals(String where, MethodNode method, int[] lines, int firstLine) {
         if (method.localVariables == null || method.localVariables.isEmpty()) {
             if (method.maxLocals > 0) {
-                report(where, firstLine, "no LocalVariableTable: compile with javac -g so local variable types can be checked");
+                report(where, firstLine,
+                        "no LocalVariableTable: compile with javac -g so local variable types can be checked");
             }
             return;
         }
@@ -201,9 +202,8 @@ public final class ConverterLint {
         }
         for (LocalVariableNode local : method.localVariables) {
             if (local.index >= parameterSlots) {
-                int declaration = Math.max(0, method.instructions.indexOf(local.start) - 1); // the store before its scope
-                checkType(where, lines[declaration], "local variable " + local.name,
-                        Type.getType(local.desc));
+                int store = Math.max(0, method.instructions.indexOf(local.start) - 1); // its scope starts after it
+                checkType(where, lines[store], "local variable " + local.name, Type.getType(local.desc));
             }
         }
     }
@@ -216,10 +216,10 @@ public final class ConverterLint {
             report(where, NO_LINE, "cannot analyse int intermediate values: " + e.getMessage());
             return;
         }
-        intermediates.escapes().entrySet().stream()
-                .sorted(Comparator.comparingInt(e -> method.instructions.indexOf(e.getKey())))
-                .forEach((Map.Entry<AbstractInsnNode, AbstractInsnNode> e) -> report(where,
-                        lines[method.instructions.indexOf(e.getKey())], IntermediateValues.describe(e.getKey(), e.getValue())));
+        for (Map.Entry<AbstractInsnNode, AbstractInsnNode> escape : intermediates.escapes().entrySet()) {
+            int line = lines[method.instructions.indexOf(escape.getKey())];
+            report(where, line, IntermediateValues.describe(escape.getKey(), escape.getValue()));
+        }
     }
 
     /**

@@ -18,7 +18,8 @@ final class Mnemonics {
 
     static {
         for (Field field : Opcodes.class.getFields()) {
-            if (field.getType() == int.class && Modifier.isStatic(field.getModifiers()) && isOpcodeName(field.getName())) {
+            boolean intConstant = field.getType() == int.class && Modifier.isStatic(field.getModifiers());
+            if (intConstant && isOpcodeName(field.getName())) {
                 int opcode = readInt(field);
                 if (opcode >= 0 && opcode < OPCODE_COUNT && NAMES[opcode] == null) {
                     NAMES[opcode] = field.getName();
