@@ -501,10 +501,8 @@ def serve_card(
     try:
         (card_plan,) = plan(session.card.reader, session.info, session.keys, [ei], loads)
     except PreflightError as error:
-        audit.record(EVENT_PREFLIGHT_REFUSED, reader=ei.reader, ei_sn=ei.serial, message=str(error))
-        return _card_failed(
-            ei.reader, ei.serial, loads, "; ".join(error.problems), audit, on_result
-        )
+        reason = "; ".join(error.problems)
+        return _card_failed(ei.reader, ei.serial, loads, reason, audit, on_result)
     return personalize_card(session, ei_card, card_plan, audit, on_result)
 
 
