@@ -232,18 +232,22 @@ def _references(command: Command | Ins | None) -> str:
     return ""
 
 
+def _tries(count: int, what: str = "") -> str:
+    return f"{count} {what}{'try' if count == 1 else 'tries'} left"
+
+
 def _verify_failed_text(ins: Ins | None, tries: int) -> str:
     if ins == Ins.VERIFY:
         if tries == 0:
             return "wrong PIN; the PIN is now blocked"
-        return f"wrong PIN, {tries} tries left"
+        return f"wrong PIN, {_tries(tries)}"
     if ins == Ins.IMPORT_KEY:
-        outcome = "the EI is now BLOCKED for good" if tries == 0 else f"{tries} import tries left"
+        outcome = "the EI is now BLOCKED for good" if tries == 0 else _tries(tries, "import ")
         return (
             "the key block's certificate (CAS) did not verify: the EI and the AS do not share the "
             f"transport key, or the block was altered; {outcome}"
         )
-    return f"verification failed, {tries} tries left"
+    return f"verification failed, {_tries(tries)}"
 
 
 def describe_sw(sw: int, command: Command | Ins | None = None) -> str:

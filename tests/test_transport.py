@@ -1,0 +1,187 @@
+"""Reader selection and the mapping of PC/SC result codes, with pyscard's scard layer faked."""
+
+from __future__ import annotations
+
+import pytest
+from smartcard import scard
+
+from keyload_host.transport import (
+    AmbiguousReaderError,
+    CardRemovedError,
+    NoCardError,
+    Pcsc,
+    PcscUnavailableError,
+    ReaderBusyError,
+    ReaderNotFoundError,
+    TransportError,
+    match_reader,
+)
+
+READERS = [
+    "keyload station 0 00 00",
+    "keyload station 0 00 01",
+    "keyload station 1 00 00",
+    "Gemalto PC Twin Reader [GemPC Twin] 00 00",
+]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("keyload station 0 00 01", "keyload station 0 00 01"),
+        ("*station 1*", "keyload station 1 00 00"),
+        ("keyload station 0 00 0?", None),
+        ("Gemalto PC Twin Reader [GemPC Twin] 00 00", "Gemalto PC Twin Reader [GemPC Twin] 00 00"),
+        ("Gemalto*", "Gemalto PC Twin Reader [GemPC Twin] 00 00"),
+    ],
+    ids=["exact", "pattern", "ambiguous pattern", "exact with brackets", "prefix"],
+)
+def test_match_reader(pattern: str, expected: str | None) -> None:
+    if expected is None:
+        with pytest.raises(AmbiguousReaderError) as caught:
+            match_reader(pattern, READERS)
+        assert "'keyload station 0 00 00', 'keyload station 0 00 01'" in str(caught.value)
+        assert "station 1" not in str(caught.value)
+    else:
+        assert match_reader(pattern, READERS) == expected
+
+
+def test_a_substring_is_not_a_match() -> None:
+    with pytest.raises(ReaderNotFoundError):
+        match_reader("station 1 00 00", READERS)
+
+
+def test_a_missing_reader_lists_the_readers_present() -> None:
+    with pytest.raises(ReaderNotFoundError) as caught:
+        match_reader("keyload station 2 00 00", READERS)
+    message = str(caught.value)
+    assert "no reader matches 'keyload station 2 00 00'" in message
+    assert all(f"'{name}'" in message for name in READERS)
+
+
+def test_no_reader_at_all() -> None:
+    with pytest.raises(ReaderNotFoundError, match="readers present: none"):
+        match_reader("x", [])
+
+
+def test_matching_is_case_sensitive() -> None:
+    with pytest.raises(ReaderNotFoundError):
+        match_reader("KEYLOAD station 0 00 00", READERS)
+
+
+@pytest.fixture
+def fake_pcsc(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Fake the scard calls Pcsc makes; the returned dict sets their results."""
+    results = {
+        "establish": scard.SCARD_S_SUCCESS,
+        "readers": READERS[:2],
+        "connect": scard.SCARD_S_SUCCESS,
+        "transmit": [(scard.SCARD_S_SUCCESS, [0x90, 0x00])],
+        "present": True,
+        "disconnects": [],
+    }
+    monkeypatch.setattr(scard, "SCardEstablishContext", lambda _scope: (results["establish"], 7))
+    monkeypatch.setattr(scard, "SCardReleaseContext", lambda _context: scard.SCARD_S_SUCCESS)
+    monkeypatch.setattr(
+        scard, "SCardListReaders", lambda _context, _groups: (scard.SCARD_S_SUCCESS, results["readers"])
+    )
+    monkeypatch.setattr(
+        scard,
+        "SCardConnect",
+        lambda _context, _reader, _share, _protocols: (results["connect"], 11, scard.SCARD_PROTOCOL_T1),
+    )
+    monkeypatch.setattr(
+        scard, "SCardTransmit", lambda _card, _pci, _apdu: results["transmit"].pop(0)
+    )
+    monkeypatch.setattr(
+        scard,
+        "SCardGetStatusChange",
+        lambda _context, _timeout, states: (
+            scard.SCARD_S_SUCCESS,
+            [
+                (name, scard.SCARD_STATE_PRESENT if results["present"] else scard.SCARD_STATE_EMPTY, [0x3B, 0x00])
+                for name, _state in states
+            ],
+        ),
+    )
+    monkeypatch.setattr(
+        scard,
+        "SCardDisconnect",
+        lambda _card, disposition: results["disconnects"].append(disposition) or scard.SCARD_S_SUCCESS,
+    )
+    return results
+
+
+def test_transmit_counts_apdus_and_bytes(fake_pcsc: dict) -> None:
+    fake_pcsc["transmit"] = [(scard.SCARD_S_SUCCESS, [1, 2, 0x90, 0x00])] * 2
+    with Pcsc() as pcsc, pcsc.connect("*00 01") as card:
+        assert card.reader == READERS[1]
+        assert card.transmit(b"\x80\x42\x00\x00\x00") == b"\x01\x02\x90\x00"
+        card.transmit(b"\x80\x40\x00\x00")
+        assert (card.stats.apdus, card.stats.bytes_sent, card.stats.bytes_received) == (2, 9, 8)
+    assert fake_pcsc["disconnects"] == [scard.SCARD_RESET_CARD]
+
+
+@pytest.mark.parametrize("code", [scard.SCARD_W_REMOVED_CARD, scard.SCARD_E_NO_SMARTCARD])
+def test_a_card_removed_mid_command(fake_pcsc: dict, code: int) -> None:
+    fake_pcsc["transmit"] = [(code, [])]
+    with Pcsc() as pcsc, pcsc.connect(READERS[0]) as card, pytest.raises(CardRemovedError) as caught:
+        card.transmit(b"\x80\x42\x00\x00\x00")
+    assert READERS[0] in str(caught.value)
+
+
+def test_a_failed_exchange_with_the_card_gone_is_a_removal(fake_pcsc: dict) -> None:
+    fake_pcsc["transmit"] = [(scard.SCARD_E_NOT_TRANSACTED, [])]
+    fake_pcsc["present"] = False
+    with Pcsc() as pcsc, pcsc.connect(READERS[0]) as card, pytest.raises(CardRemovedError):
+        card.transmit(b"\x80\x42\x00\x00\x00")
+
+
+def test_a_failed_exchange_with_the_card_present_is_not_a_removal(fake_pcsc: dict) -> None:
+    fake_pcsc["transmit"] = [(scard.SCARD_E_NOT_TRANSACTED, [])]
+    with Pcsc() as pcsc, pcsc.connect(READERS[0]) as card, pytest.raises(TransportError) as caught:
+        card.transmit(b"\x80\x42\x00\x00\x00")
+    assert not isinstance(caught.value, CardRemovedError)
+
+
+def test_a_card_reset_by_another_program(fake_pcsc: dict) -> None:
+    fake_pcsc["transmit"] = [(scard.SCARD_W_RESET_CARD, [])]
+    with Pcsc() as pcsc, pcsc.connect(READERS[0]) as card, pytest.raises(CardRemovedError, match="reset"):
+        card.transmit(b"\x80\x42\x00\x00\x00")
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "text"),
+    [
+        (scard.SCARD_E_NO_SMARTCARD, NoCardError, "there is no card in reader"),
+        (scard.SCARD_E_SHARING_VIOLATION, ReaderBusyError, "in use by another program"),
+    ],
+)
+def test_connect_errors(fake_pcsc: dict, code: int, error: type, text: str) -> None:
+    fake_pcsc["connect"] = code
+    with Pcsc() as pcsc, pytest.raises(error, match=text):
+        pcsc.connect(READERS[0])
+
+
+def test_no_pcscd(fake_pcsc: dict) -> None:
+    fake_pcsc["establish"] = scard.SCARD_E_NO_SERVICE
+    with pytest.raises(PcscUnavailableError, match="pcscd is not running"):
+        Pcsc()
+
+
+def test_reader_states(fake_pcsc: dict) -> None:
+    with Pcsc() as pcsc:
+        states = pcsc.readers()
+    assert [(state.name, state.card_present, state.atr) for state in states] == [
+        (READERS[0], True, b"\x3b\x00"),
+        (READERS[1], True, b"\x3b\x00"),
+    ]
+
+
+def test_no_readers(fake_pcsc: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        scard, "SCardListReaders", lambda _c, _g: (scard.SCARD_E_NO_READERS_AVAILABLE, [])
+    )
+    with Pcsc() as pcsc:
+        assert pcsc.readers() == []
+
