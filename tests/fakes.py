@@ -85,7 +85,9 @@ class FakeApplet:
 
     def info(self) -> bytes:
         t_length = len(self.transport_key) if self.transport_key else 0
-        kcv = self.reported_kcv or (crypto.kcv(self.transport_key) if self.transport_key else bytes(3))
+        kcv = self.reported_kcv or (
+            crypto.kcv(self.transport_key) if self.transport_key else bytes(3)
+        )
         count = len(self.keys) if self.role == Role.AS else len(self.slots)
         return (
             bytes([PROTOCOL_VERSION, self.role, self.life_cycle, t_length])
@@ -200,8 +202,15 @@ class FakeApplet:
             raise Answer(SW.BLOCKED)
         key.count += 1
         return crypto.build_key_block(
-            self.transport_key, key.key, serial, challenge, ref1, ref2,
-            key.usage, key.version, key.diversify,
+            self.transport_key,
+            key.key,
+            serial,
+            challenge,
+            ref1,
+            ref2,
+            key.usage,
+            key.version,
+            key.diversify,
         )
 
     def do_get_challenge(self, _p2: int, _data: bytes) -> bytes:
@@ -255,7 +264,9 @@ class FakeTransport:
 
     def transmit(self, apdu: bytes) -> bytes:
         apdu = bytes(apdu)
-        if self.applet is None or (self.remove_at is not None and len(self.sent) + 1 >= self.remove_at):
+        if self.applet is None or (
+            self.remove_at is not None and len(self.sent) + 1 >= self.remove_at
+        ):
             self.applet = None
             raise CardRemovedError(f"the card was removed from reader '{self.reader}'")
         self.sent.append(apdu)

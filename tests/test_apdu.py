@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
 from keyload_host.apdu import CardError, Command, Response, describe_sw, transmit
 from keyload_host.cards import AsCard
 from keyload_host.protocol import CLA_ISO, CLA_PROPRIETARY, SW, Ins, ProtocolError
@@ -36,7 +35,7 @@ class T0Card:
         (Command(CLA_PROPRIETARY, Ins.LIST_KEYS, le=256), "8042000000"),
         (Command(CLA_ISO, Ins.GET_CHALLENGE, le=16), "0084000010"),
         (Command(CLA_PROPRIETARY, Ins.SET_SERIAL, data=bytes(8)), "80520000080000000000000000"),
-        (Command(CLA_ISO, Ins.INTERNAL_AUTHENTICATE, 0, 5, b"\xAA", 16), "00880005" "01AA10"),
+        (Command(CLA_ISO, Ins.INTERNAL_AUTHENTICATE, 0, 5, b"\xaa", 16), "0088000501AA10"),
     ],
     ids=["case 1", "case 2 Le 256", "case 2 Le 16", "case 3", "case 4"],
 )
@@ -65,7 +64,9 @@ def test_response_parse() -> None:
 
 
 def test_61xx_is_followed_by_get_response_and_concatenated() -> None:
-    parts = iter([bytes.fromhex("6105"), bytes.fromhex("01020304056103"), bytes.fromhex("0607089000")])
+    parts = iter(
+        [bytes.fromhex("6105"), bytes.fromhex("01020304056103"), bytes.fromhex("0607089000")]
+    )
     card = T0Card(lambda _apdu: next(parts))
     response = transmit(card, Command(CLA_PROPRIETARY, Ins.LIST_KEYS, le=256))
     assert response == Response(bytes.fromhex("0102030405060708"), 0x9000)
@@ -87,7 +88,7 @@ def test_6cxx_then_61xx() -> None:
     answers = iter([bytes.fromhex("6C02"), bytes.fromhex("6102"), bytes.fromhex("AABB9000")])
     card = T0Card(lambda _apdu: next(answers))
     response = transmit(card, Command(CLA_PROPRIETARY, Ins.GET_INFO, le=256))
-    assert response == Response(b"\xAA\xBB", 0x9000)
+    assert response == Response(b"\xaa\xbb", 0x9000)
     assert card.sent == [bytes.fromhex(x) for x in ("8040000000", "8040000002", "00C0000002")]
 
 
@@ -132,7 +133,11 @@ def test_every_status_word_has_a_sentence(sw: SW) -> None:
     ("sw", "ins", "expected"),
     [
         (0x6982, Ins.EXPORT_KEY, "the operator PIN has not been verified"),
-        (0x6982, Ins.IMPORT_KEY, "the key check value (SAS) did not match; this counts as a failed try"),
+        (
+            0x6982,
+            Ins.IMPORT_KEY,
+            "the key check value (SAS) did not match; this counts as a failed try",
+        ),
         (0x6983, Ins.EXPORT_KEY, "export limit"),
         (0x6983, Ins.VERIFY, "PIN is blocked"),
         (0x6983, Ins.IMPORT_KEY, "BLOCKED for good"),

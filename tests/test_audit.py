@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from keyload_host.audit import AuditError, AuditLog, NullAuditLog
 from keyload_host.secrets import Secret, SecretKind
 
@@ -21,14 +20,31 @@ def lines(path: Path) -> list[dict]:
 def test_records_are_json_lines_with_utc_time(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     with AuditLog(path) as audit:
-        audit.record("key", reader="R", ei_sn="4B4C000000000001", ref1=3, ref2=1, version=1,
-                     kcv="53E107", result="loaded", sw="9000")
+        audit.record(
+            "key",
+            reader="R",
+            ei_sn="4B4C000000000001",
+            ref1=3,
+            ref2=1,
+            version=1,
+            kcv="53E107",
+            result="loaded",
+            sw="9000",
+        )
         audit.record("session_end", result="ok")
     first, second = lines(path)
     assert first["event"] == "key" and second["event"] == "session_end"
-    assert {k: first[k] for k in ("reader", "ei_sn", "ref1", "ref2", "version", "kcv", "result", "sw")} == {
-        "reader": "R", "ei_sn": "4B4C000000000001", "ref1": 3, "ref2": 1, "version": 1,
-        "kcv": "53E107", "result": "loaded", "sw": "9000",
+    assert {
+        k: first[k] for k in ("reader", "ei_sn", "ref1", "ref2", "version", "kcv", "result", "sw")
+    } == {
+        "reader": "R",
+        "ei_sn": "4B4C000000000001",
+        "ref1": 3,
+        "ref2": 1,
+        "version": 1,
+        "kcv": "53E107",
+        "result": "loaded",
+        "sw": "9000",
     }
     assert datetime.fromisoformat(first["time"]).utcoffset().total_seconds() == 0
     assert "ref1" not in second, "fields that are not given are left out"
@@ -46,7 +62,9 @@ def test_the_log_is_appended_to_and_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(new.stat().st_mode) == 0o600
 
 
-def test_each_record_is_fsynced_before_record_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_record_is_fsynced_before_record_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "audit.jsonl"
     synced: list[int] = []
     real_fsync = os.fsync
@@ -85,7 +103,10 @@ def test_the_guard_refuses_key_material(tmp_path: Path, value: object) -> None:
 
 
 def test_unknown_fields_are_refused(tmp_path: Path) -> None:
-    with AuditLog(tmp_path / "audit.jsonl") as audit, pytest.raises(AuditError, match="transport_key"):
+    with (
+        AuditLog(tmp_path / "audit.jsonl") as audit,
+        pytest.raises(AuditError, match="transport_key"),
+    ):
         audit.record("key", transport_key="4041")
 
 

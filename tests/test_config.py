@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from keyload_host.config import (
     ConfigError,
     Load,
@@ -75,10 +74,20 @@ def test_a_valid_as_config(tmp_path: Path) -> None:
     assert setup.transport_key == SecretSource(file=tmp_path / "t.key")
     assert setup.pin == SecretSource(prompt=True)
     first, second = setup.keys
-    assert (first.ref, first.usage, first.version, first.diversify) == (3, Usage.AUTHENTICATE, 1, False)
+    assert (first.ref, first.usage, first.version, first.diversify) == (
+        3,
+        Usage.AUTHENTICATE,
+        1,
+        False,
+    )
     assert first.export_limit == EXPORT_LIMIT_UNLIMITED
     assert first.key == SecretSource(env="KEYLOAD_K03")
-    assert (second.ref, second.usage, second.version, second.diversify) == (0x10, Usage.MAC, 0x102, True)
+    assert (second.ref, second.usage, second.version, second.diversify) == (
+        0x10,
+        Usage.MAC,
+        0x102,
+        True,
+    )
     assert second.export_limit == 500
     assert second.key == SecretSource(file=tmp_path / "keys" / "k10.key")
 
@@ -96,7 +105,11 @@ def test_a_valid_ei_config(tmp_path: Path) -> None:
 def test_missing_fields(tmp_path: Path) -> None:
     found = problems(load_as_setup, tmp_path, '[[keys]]\nref = 1\nusage = "auth"\n')
     assert [line.split(": ")[1] for line in found] == [
-        "transport_key", "pin", "keys[0].version", "keys[0].export_limit", "keys[0].key"
+        "transport_key",
+        "pin",
+        "keys[0].version",
+        "keys[0].export_limit",
+        "keys[0].key",
     ]
     assert all(line.endswith(": missing") for line in found)
 
@@ -123,15 +136,27 @@ def test_a_malformed_secret_source(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ('serial = "4B4C 0000 0000 0001"', 'serial = "4B4C0000"', "serial: must be 8 to 16 bytes, found 4"),
-        ('serial = "4B4C 0000 0000 0001"', 'serial = "4B4C00000000000X"', "serial: must be a string of hex"),
+        (
+            'serial = "4B4C 0000 0000 0001"',
+            'serial = "4B4C0000"',
+            "serial: must be 8 to 16 bytes, found 4",
+        ),
+        (
+            'serial = "4B4C 0000 0000 0001"',
+            'serial = "4B4C00000000000X"',
+            "serial: must be a string of hex",
+        ),
         ("key_length = 24", "key_length = 20", "slots[1].key_length: must be 16, 24 or 32"),
         ("retry_limit = 5", "retry_limit = 16", "retry_limit: 16 (0x10) is out of range 0x1..0xF"),
         ("ref = 0x05", "ref = 0x80", "slots[1].ref: 128 (0x80) is out of range 0x1..0x7F"),
         ("ref = 0x05", "ref = 0", "slots[1].ref: 0 (0x0) is out of range"),
         ("ref = 0x05", "ref = 0x01", "slots[1].ref: reference 0x01 is used twice"),
         ('usage = "mac"', 'usage = "sign"', "slots[1].usage: must be one of auth, mac, enc"),
-        ("accepts_import = false", 'accepts_import = "no"', "slots[1].accepts_import: must be true or false"),
+        (
+            "accepts_import = false",
+            'accepts_import = "no"',
+            "slots[1].accepts_import: must be true or false",
+        ),
         ("retry_limit = 5", "retry_limit = 5\ncolour = 1", "colour: unknown field"),
     ],
     ids=[
@@ -158,7 +183,11 @@ def test_ei_config_errors(tmp_path: Path, old: str, new: str, message: str) -> N
     [
         ("version = 1", "version = 0", "keys[0].version: 0 (0x0) is out of range 0x1..0xFFFF"),
         ("version = 1", "version = 0x10000", "keys[0].version: 65536 (0x10000) is out of range"),
-        ("export_limit = 500", "export_limit = 65535", 'keys[1].export_limit: must be "unlimited" or'),
+        (
+            "export_limit = 500",
+            "export_limit = 65535",
+            'keys[1].export_limit: must be "unlimited" or',
+        ),
         ("export_limit = 500", "export_limit = -1", 'keys[1].export_limit: must be "unlimited" or'),
         ("ref = 0x10", "ref = 0x03", "keys[1].ref: reference 0x03 is used twice"),
         ("version = 1", 'version = "1"', "keys[0].version: must be a whole number, found str '1'"),
@@ -171,7 +200,9 @@ def test_as_config_errors(tmp_path: Path, old: str, new: str, message: str) -> N
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    text = EI_CONFIG.replace("retry_limit = 5", "retry_limit = 0").replace('usage = "mac"', "usage = 2")
+    text = EI_CONFIG.replace("retry_limit = 5", "retry_limit = 0").replace(
+        'usage = "mac"', "usage = 2"
+    )
     assert len(problems(load_ei_setup, tmp_path, text)) == 2
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-
 from keyload_host import crypto
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.protocol import SW, SW_VERIFY_FAILED_BASE, KeyBlockHeader, Usage
@@ -258,9 +257,11 @@ def test_open_key_block_never_decrypts_when_the_cas_fails(monkeypatch: pytest.Mo
     decryptions = []
     real = crypto._aes_cbc
     monkeypatch.setattr(
-        crypto, "_aes_cbc", lambda key, data, *, encrypt: decryptions.append(encrypt) or real(
-            key, data, encrypt=encrypt
-        )
+        crypto,
+        "_aes_cbc",
+        lambda key, data, *, encrypt: (
+            decryptions.append(encrypt) or real(key, data, encrypt=encrypt)
+        ),
     )
     tampered = V1_BLOCK[:-1] + bytes([V1_BLOCK[-1] ^ 0xFF])
     with pytest.raises(crypto.KeyBlockError):

@@ -7,7 +7,6 @@ import pickle
 from pathlib import Path
 
 import pytest
-
 from keyload_host.secrets import (
     Secret,
     SecretKind,
@@ -143,4 +142,3 @@ def test_a_secret_cannot_be_pickled_or_copied() -> None:
         pickle.dumps(secret)
     with pytest.raises(TypeError):
         copy.copy(secret)
-

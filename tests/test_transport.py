@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from smartcard import scard
-
 from keyload_host.transport import (
     AmbiguousReaderError,
     CardRemovedError,
@@ -16,6 +14,7 @@ from keyload_host.transport import (
     TransportError,
     match_reader,
 )
+from smartcard import scard
 
 READERS = [
     "keyload station 0 00 00",
@@ -83,12 +82,18 @@ def fake_pcsc(monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setattr(scard, "SCardEstablishContext", lambda _scope: (results["establish"], 7))
     monkeypatch.setattr(scard, "SCardReleaseContext", lambda _context: scard.SCARD_S_SUCCESS)
     monkeypatch.setattr(
-        scard, "SCardListReaders", lambda _context, _groups: (scard.SCARD_S_SUCCESS, results["readers"])
+        scard,
+        "SCardListReaders",
+        lambda _context, _groups: (scard.SCARD_S_SUCCESS, results["readers"]),
     )
     monkeypatch.setattr(
         scard,
         "SCardConnect",
-        lambda _context, _reader, _share, _protocols: (results["connect"], 11, scard.SCARD_PROTOCOL_T1),
+        lambda _context, _reader, _share, _protocols: (
+            results["connect"],
+            11,
+            scard.SCARD_PROTOCOL_T1,
+        ),
     )
     monkeypatch.setattr(
         scard, "SCardTransmit", lambda _card, _pci, _apdu: results["transmit"].pop(0)
@@ -99,7 +104,11 @@ def fake_pcsc(monkeypatch: pytest.MonkeyPatch) -> dict:
         lambda _context, _timeout, states: (
             scard.SCARD_S_SUCCESS,
             [
-                (name, scard.SCARD_STATE_PRESENT if results["present"] else scard.SCARD_STATE_EMPTY, [0x3B, 0x00])
+                (
+                    name,
+                    scard.SCARD_STATE_PRESENT if results["present"] else scard.SCARD_STATE_EMPTY,
+                    [0x3B, 0x00],
+                )
                 for name, _state in states
             ],
         ),
@@ -107,7 +116,9 @@ def fake_pcsc(monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setattr(
         scard,
         "SCardDisconnect",
-        lambda _card, disposition: results["disconnects"].append(disposition) or scard.SCARD_S_SUCCESS,
+        lambda _card, disposition: (
+            results["disconnects"].append(disposition) or scard.SCARD_S_SUCCESS
+        ),
     )
     return results
 
@@ -125,7 +136,11 @@ def test_transmit_counts_apdus_and_bytes(fake_pcsc: dict) -> None:
 @pytest.mark.parametrize("code", [scard.SCARD_W_REMOVED_CARD, scard.SCARD_E_NO_SMARTCARD])
 def test_a_card_removed_mid_command(fake_pcsc: dict, code: int) -> None:
     fake_pcsc["transmit"] = [(code, [])]
-    with Pcsc() as pcsc, pcsc.connect(READERS[0]) as card, pytest.raises(CardRemovedError) as caught:
+    with (
+        Pcsc() as pcsc,
+        pcsc.connect(READERS[0]) as card,
+        pytest.raises(CardRemovedError) as caught,
+    ):
         card.transmit(b"\x80\x42\x00\x00\x00")
     assert READERS[0] in str(caught.value)
 
@@ -146,7 +161,11 @@ def test_a_failed_exchange_with_the_card_present_is_not_a_removal(fake_pcsc: dic
 
 def test_a_card_reset_by_another_program(fake_pcsc: dict) -> None:
     fake_pcsc["transmit"] = [(scard.SCARD_W_RESET_CARD, [])]
-    with Pcsc() as pcsc, pcsc.connect(READERS[0]) as card, pytest.raises(CardRemovedError, match="reset"):
+    with (
+        Pcsc() as pcsc,
+        pcsc.connect(READERS[0]) as card,
+        pytest.raises(CardRemovedError, match="reset"),
+    ):
         card.transmit(b"\x80\x42\x00\x00\x00")
 
 
@@ -184,4 +203,3 @@ def test_no_readers(fake_pcsc: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     with Pcsc() as pcsc:
         assert pcsc.readers() == []
-

@@ -86,7 +86,7 @@ def _challenge(_ctx: click.Context, _param: click.Parameter, value: str) -> byte
 )
 @click.version_option(package_name="keyload-host")
 def main(verbose: bool) -> None:
-    """Load application keys from a master card (AS) into terminal security modules (EI).
+    """Load keys from a master card (AS) into terminal security modules (EI).
 
     Typical flow: `readers` to see what is connected, `setup as` and `setup ei` to prepare new
     cards from a TOML config, `personalize` to load keys from the AS into EI cards, `info` to
@@ -125,8 +125,12 @@ def _applet_row(transport: Any) -> list[str]:
 
 @main.command()
 def readers() -> None:
-    """List every reader: card present, which keyload applet answers (AS, EI or none), its life
-    cycle, serial and transport key check value. Cards held by another program show as busy."""
+    """List the readers and the keyload card in each.
+
+    For every reader: card present, which keyload applet answers (AS, EI or none), its life
+    cycle, serial and transport key check value. A card that cannot be read (e.g. held by
+    another program) says why.
+    """
     rows = []
     with Pcsc() as pcsc:
         for status in pcsc.readers():
@@ -198,9 +202,10 @@ _ENTRY_HEADERS = {
 @click.option("--reader", required=True, help=READER_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def info(reader: str, as_json: bool) -> None:
-    """Show the INFO of the AS or EI in a reader and its keys or slots (LIST KEYS).
+    """Show one card: its INFO and its keys or slots.
 
-    Shows references, usages, versions, KCVs and export counts; never a key.
+    Shows the INFO of the AS or EI in the reader and LIST KEYS: references, usages, versions,
+    KCVs and export counts; never a key.
     """
     with _open(reader) as (_pcsc, transport):
         found = identify(transport)
@@ -385,16 +390,20 @@ def _run(
         return
     with ExitStack() as stack:
         ei_cards = [EiCard(stack.enter_context(pcsc.connect(name))) for name in ei_names]
-        total = len(ei_cards) * len(loads)
-        bar = stack.enter_context(
-            click.progressbar(length=total, label="Loading keys", file=sys.stderr)
-        )
+        bars = []
+
+        def on_plan(plans: Sequence[workflow.CardPlan]) -> None:
+            total = sum(len(plan.to_load) + len(plan.to_skip) for plan in plans)
+            bar = click.progressbar(length=total, label="Loading keys", file=sys.stderr)
+            bars.append(stack.enter_context(bar))
 
         def on_result(result: workflow.LoadResult) -> None:
             collected.append(result)
-            bar.update(1)
+            bars[0].update(1)
 
-        workflow.run_batch(as_card, ei_cards, loads, audit, read_pin, on_result=on_result)
+        workflow.run_batch(
+            as_card, ei_cards, loads, audit, read_pin, on_plan=on_plan, on_result=on_result
+        )
 
 
 @main.command()
@@ -445,13 +454,14 @@ def personalize(
     pin_env: str | None,
     pin_file: Path | None,
 ) -> None:
-    """Load keys from the AS into EI cards: per key GET CHALLENGE, EXPORT KEY, IMPORT KEY.
+    """Load keys from the AS into EI cards.
 
     First every card is read and checked (same transport key set, OPERATIONAL, slots exist and
     match, export limits allow the batch); nothing is written if anything is wrong. Then the AS
-    PIN is asked once (hidden) unless --pin-env or --pin-file is given. Keys already in a slot
-    with the same version are skipped, so re-running is safe. Each load is read back and checked
-    (version, KCV). Exits non-zero if any key failed.
+    PIN is asked once (hidden) unless --pin-env or --pin-file is given. Per key three commands
+    follow, none carrying a key in clear: GET CHALLENGE (EI), EXPORT KEY (AS), IMPORT KEY (EI).
+    Keys already in a slot with the same version are skipped, so re-running is safe. Each load
+    is read back and checked (version, KCV). Exits non-zero if any key failed.
     """
     if job is not None:
         job_file = load_job(job)
@@ -514,10 +524,10 @@ def personalize(
     help="1 to 64 bytes in hex, e.g. 00112233.",
 )
 def authenticate(reader: str, ref: int, challenge: bytes) -> None:
-    """Ask an EI for AES-CMAC(key in slot REF, CHALLENGE) (INTERNAL AUTHENTICATE) and print it.
+    """Prove that an EI slot holds the expected key.
 
-    A quick check that a slot holds the expected authentication key: compare the answer with one
-    computed by whoever knows the key.
+    Sends INTERNAL AUTHENTICATE and prints AES-CMAC(key in slot REF, CHALLENGE); compare it
+    with the value computed by whoever knows the key.
     """
     with _open(reader) as (_pcsc, transport):
         card = EiCard(transport)
@@ -670,7 +680,9 @@ def swap(reader: str, role: str | None) -> None:
     "it, then leaves without answering.",
 )
 def pull(reader: str, nth_apdu: int, when: str) -> None:
-    """Pull the card out of READER at its NTH_APDU-th APDU from now, to test a card removed in
-    the middle of a command."""
+    """Pull a card out in the middle of a command.
+
+    The card in READER leaves at its NTH_APDU-th APDU from now (1 = the next one).
+    """
     with _station() as station:
         station.pull(reader, nth_apdu, when=when)

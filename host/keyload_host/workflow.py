@@ -575,7 +575,8 @@ def run_batch(
     on_result: Callable[[LoadResult], None] | None = None,
 ) -> list[LoadResult]:
     """Personalize the EI cards present now: read and check every card, then ask for the PIN
-    (so that nobody types it for a batch that cannot run), then load card by card.
+    (so that nobody types it for a batch that cannot run), show the plan (``on_plan``), then
+    load card by card.
 
     A failing EI does not stop the others; losing the AS raises AsUnavailableError carrying the
     results so far.
@@ -586,10 +587,10 @@ def run_batch(
         plans = plan(as_card.reader, as_info, as_keys, eis, loads)
     except PreflightError as error:
         _refuse(audit, as_card.reader, error)
-    if on_plan:
-        on_plan(plans)
     with read_pin() as pin:
         session = open_session(as_card, as_info, as_keys, pin)
+    if on_plan:
+        on_plan(plans)
     results: list[LoadResult] = []
     for ei_card, card_plan in zip(ei_cards, plans, strict=True):
         try:
