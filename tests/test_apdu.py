@@ -152,8 +152,8 @@ def test_every_status_word_has_a_sentence(sw: SW) -> None:
         (0x6A80, Ins.SET_RETRY_LIMIT, "1 to 15"),
         (0x6A84, Ins.PUT_APP_KEY, "16 keys"),
         (0x6A84, Ins.DEFINE_SLOT, "16 slots"),
-        (0x6A88, Ins.EXPORT_KEY, "no key with this reference (REF1)"),
-        (0x6A88, Ins.IMPORT_KEY, "no slot with this reference (REF2)"),
+        (0x6A88, Ins.EXPORT_KEY, "the AS holds no key with this REF1"),
+        (0x6A88, Ins.IMPORT_KEY, "the EI has no slot with this REF2"),
         (0x6A88, Ins.INTERNAL_AUTHENTICATE, "undefined or empty"),
         (0x6700, Ins.SET_SERIAL, "8 to 16 bytes"),
         (0x6700, Ins.IMPORT_KEY, "key block has the wrong length"),
@@ -184,7 +184,7 @@ def test_counted_and_other_status_words(sw: int, ins: Ins | None, expected: str)
 
 def test_sentences_name_the_references_of_the_command() -> None:
     command = Command(CLA_PROPRIETARY, Ins.EXPORT_KEY, data=bytes([0x10, 0x05]) + bytes(25), le=256)
-    assert "REF1 10, REF2 05" in describe_sw(0x6A88, command)
+    assert describe_sw(0x6A88, command) == "the AS holds no key with this REF1 (REF1 10 to REF2 05)"
 
 
 def test_card_error_names_command_reader_and_meaning_but_no_data() -> None:

@@ -139,7 +139,8 @@ def test_a_rerun_skips_what_is_loaded_and_sends_no_key() -> None:
     assert [r.kcv for r in results][:2] == [kcv(TA03), kcv(crypto.diversify(TA10, SN1))]
     for transport in s.ei_transports:
         assert transport.instructions() == ["SELECT", "LIST_KEYS"]
-    assert "EXPORT_KEY" not in s.as_transport.instructions()
+    assert s.as_transport.instructions() == ["SELECT", "LIST_KEYS"]
+    assert s.pin_reads == 1, "nothing to load: the PIN is not asked again"
 
 
 def test_a_newer_version_in_the_as_is_loaded_over_the_old_one() -> None:

@@ -180,7 +180,7 @@ _SW_TEXT: dict[int, dict[Ins | None, str]] = {
         Ins.PUT_APP_KEY: "a value is out of range (reference, usage, key length or version 0)",
         Ins.DEFINE_SLOT: "a value is out of range (reference, key length or usage)",
         Ins.SET_RETRY_LIMIT: "the retry limit must be 1 to 15",
-        Ins.EXPORT_KEY: "the target slot reference (REF2) must be 01 to 7F",
+        Ins.EXPORT_KEY: "the target slot REF2 must be 01 to 7F",
         Ins.IMPORT_KEY: (
             "the EI refused the key: key length or usage differ from the slot's, bad padding, "
             "or a version lower than the slot's (or the same version with another key)"
@@ -195,8 +195,8 @@ _SW_TEXT: dict[int, dict[Ins | None, str]] = {
     SW.INCORRECT_P1P2: {_ANY: "incorrect P1/P2"},
     SW.REFERENCED_DATA_NOT_FOUND: {
         _ANY: "referenced data not found",
-        Ins.EXPORT_KEY: "the AS holds no key with this reference (REF1)",
-        Ins.IMPORT_KEY: "the EI has no slot with this reference (REF2)",
+        Ins.EXPORT_KEY: "the AS holds no key with this REF1",
+        Ins.IMPORT_KEY: "the EI has no slot with this REF2",
         Ins.INTERNAL_AUTHENTICATE: "the slot is undefined or empty",
     },
     SW.INS_NOT_SUPPORTED: {
@@ -224,9 +224,9 @@ def _references(command: Command | Ins | None) -> str:
     if not isinstance(command, Command):
         return ""
     if command.ins == Ins.EXPORT_KEY and len(command.data) >= 2:
-        return f" (REF1 {command.data[0]:02X}, REF2 {command.data[1]:02X})"
+        return f" (REF1 {command.data[0]:02X} to REF2 {command.data[1]:02X})"
     if command.ins == Ins.IMPORT_KEY and len(command.data) >= 8:
-        return f" (REF2 {command.data[1]:02X}, from REF1 {command.data[7]:02X})"
+        return f" (REF1 {command.data[7]:02X} to REF2 {command.data[1]:02X})"
     if command.ins == Ins.INTERNAL_AUTHENTICATE:
         return f" (slot {command.p2:02X})"
     return ""

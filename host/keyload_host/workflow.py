@@ -575,8 +575,8 @@ def run_batch(
     on_result: Callable[[LoadResult], None] | None = None,
 ) -> list[LoadResult]:
     """Personalize the EI cards present now: read and check every card, then ask for the PIN
-    (so that nobody types it for a batch that cannot run), show the plan (``on_plan``), then
-    load card by card.
+    (so that nobody types it for a batch that cannot run, nor for one with nothing to load),
+    show the plan (``on_plan``), then load card by card.
 
     A failing EI does not stop the others; losing the AS raises AsUnavailableError carrying the
     results so far.
@@ -587,8 +587,11 @@ def run_batch(
         plans = plan(as_card.reader, as_info, as_keys, eis, loads)
     except PreflightError as error:
         _refuse(audit, as_card.reader, error)
-    with read_pin() as pin:
-        session = open_session(as_card, as_info, as_keys, pin)
+    if any(card_plan.to_load for card_plan in plans):
+        with read_pin() as pin:
+            session = open_session(as_card, as_info, as_keys, pin)
+    else:  # everything is loaded already: no export, so no PIN to ask
+        session = AsSession(as_card, as_info, dict(as_keys))
     if on_plan:
         on_plan(plans)
     results: list[LoadResult] = []
