@@ -407,3 +407,19 @@ def test_sim_commands_call_the_station(fake_station: FakeStation) -> None:
 def test_sim_errors_are_one_line(fake_station: FakeStation) -> None:
     result = run("sim", "remove", "R")
     assert (result.exit_code, result.output) == (1, "Error: no card in R\n")
+
+
+@pytest.mark.parametrize(
+    ("command", "loader"),
+    [("as", "load_as_setup"), ("ei", "load_ei_setup")],
+)
+def test_the_config_examples_in_the_help_are_valid(
+    tmp_path: Path, command: str, loader: str
+) -> None:
+    from keyload_host import config
+
+    help_text = main.commands["setup"].commands[command].help
+    example = help_text.split("\b\n", 1)[1]
+    path = tmp_path / "example.toml"
+    path.write_text("\n".join(line.strip() for line in example.splitlines()))
+    getattr(config, loader)(path)

@@ -270,7 +270,7 @@ def _setup_options(function: Callable[..., None]) -> Callable[..., None]:
         "config_path",
         required=True,
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="The TOML setup config (see docs); it names where secrets are, never holds them.",
+        help="The TOML setup config (example above); it says where secrets are, never holds them.",
     )(function)
     return click.option("--reader", required=True, help=READER_HELP)(function)
 
@@ -278,7 +278,22 @@ def _setup_options(function: Callable[..., None]) -> Callable[..., None]:
 @setup.command("as")
 @_setup_options
 def setup_as_command(reader: str, config_path: Path, yes: bool) -> None:
-    """Set up an AS: transport key, operator PIN, application keys; then LOCK."""
+    """Set up an AS: transport key, operator PIN, application keys; then LOCK.
+
+    Example config (references in hex; usage auth, mac or enc; key files hold hex and must be
+    chmod 600; a secret may also be { env = "VAR" } or { prompt = true }):
+
+    \b
+        transport_key = { file = "t.key" }
+        pin = { prompt = true }
+        [[keys]]
+        ref = 0x03
+        usage = "auth"
+        version = 1
+        diversify = false
+        export_limit = "unlimited"   # or a number of exports
+        key = { file = "k03.key" }
+    """
     config = load_as_setup(config_path)
     with _open(reader) as (_pcsc, transport):
         card = AsCard(transport)
@@ -289,7 +304,21 @@ def setup_as_command(reader: str, config_path: Path, yes: bool) -> None:
 @setup.command("ei")
 @_setup_options
 def setup_ei_command(reader: str, config_path: Path, yes: bool) -> None:
-    """Set up an EI: transport key, serial, retry limit, slots; then LOCK."""
+    """Set up an EI: transport key, serial, retry limit, slots; then LOCK.
+
+    Example config (references in hex; usage auth, mac or enc; the retry limit is 1 to 15,
+    default 10):
+
+    \b
+        transport_key = { env = "KEYLOAD_T" }
+        serial = "4B4C000000000001"
+        retry_limit = 10
+        [[slots]]
+        ref = 0x01
+        key_length = 16
+        usage = "auth"
+        accepts_import = true
+    """
     config = load_ei_setup(config_path)
     with _open(reader) as (_pcsc, transport):
         card = EiCard(transport)
@@ -424,8 +453,8 @@ def _run(
 @click.option(
     "--job",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TOML job file with `loads` (and optionally `as_reader`, `ei_readers`); options given "
-    "on the command line take precedence.",
+    help='TOML job file: loads = ["03:01", ...], optionally as_reader = "..." and '
+    'ei_readers = ["...", ...]; options given on the command line take precedence.',
 )
 @click.option(
     "--watch",
