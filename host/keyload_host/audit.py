@@ -35,7 +35,6 @@ FIELDS = (
 EVENT_SESSION_START = "session_start"
 EVENT_PREFLIGHT_REFUSED = "preflight_refused"
 EVENT_KEY = "key"
-EVENT_READBACK = "readback"
 EVENT_CARD_FAILED = "card_failed"
 EVENT_SESSION_END = "session_end"
 

@@ -11,7 +11,6 @@ LIST KEYS after to read back slot, version and KCV.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,13 +24,13 @@ from .audit import (
     EVENT_CARD_FAILED,
     EVENT_KEY,
     EVENT_PREFLIGHT_REFUSED,
-    EVENT_READBACK,
     AuditSink,
 )
 from .cards import AsCard, EiCard
 from .config import Load, check_loads
 from .errors import KeyloadError
 from .protocol import (
+    KCV_LENGTH,
     SW,
     Info,
     KeyBlockHeader,
@@ -42,8 +41,6 @@ from .protocol import (
 )
 from .secrets import Secret
 from .transport import TransportError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 0.25
 """Seconds between two looks at the EI readers in watch mode."""
@@ -273,9 +270,8 @@ def plan(
     """Check the whole batch before any card is changed; raise PreflightError listing every
     problem, or return what each EI needs."""
     problems = check_as(as_reader, as_info, as_keys, loads)
-    if not problems:
-        for ei in eis:
-            problems += check_ei(as_info, as_keys, ei, loads)
+    for ei in eis:
+        problems += check_ei(as_info, as_keys, ei, loads)
     if problems:
         raise PreflightError(problems)
     plans = [split_loads(as_keys, ei, loads) for ei in eis]
@@ -342,7 +338,7 @@ class _CardRun:
         version = self.session.keys[load.ref1].version
         self.report(
             LoadResult(
-                self.ei.reader, self.ei.serial, load, Outcome.FAILED, version, "", reason, sw
+                self.ei.reader, self.ei.serial, load, Outcome.FAILED, version, reason=reason, sw=sw
             )
         )
 
@@ -384,7 +380,8 @@ class _CardRun:
             self.ei_failed(load, error)
             return
         header = KeyBlockHeader.parse(block)
-        self.imported.append(_Imported(load, header.version, _kcv(block_sas(block)[:3])))
+        expected_kcv = _kcv(block_sas(block)[:KCV_LENGTH])
+        self.imported.append(_Imported(load, header.version, expected_kcv))
 
     def export(self, load: Load, challenge: bytes) -> bytes | None:
         """EXPORT KEY; a refusal of this one key (e.g. its export limit) fails only this key."""
@@ -414,6 +411,8 @@ class _CardRun:
                 "an earlier import on this card failed verification "
                 "(stopped to spare the card's retry counter)"
             )
+        elif isinstance(error, CardError) and error.sw == SW.BLOCKED:
+            self.stop_reason = "the EI is BLOCKED"
         elif isinstance(error, TransportError | ProtocolError):
             self.stop_reason = str(error)
 
@@ -441,14 +440,11 @@ class _CardRun:
                 )
                 continue
             holds = "is empty" if found is None else f"holds version {found[0]:04X} KCV {found[1]}"
-            message = (
+            self.fail(
+                item.load,
                 f"read-back: slot {item.load.ref2:02X} {holds}, "
-                f"expected version {item.version:04X} KCV {item.kcv}"
+                f"expected version {item.version:04X} KCV {item.kcv}",
             )
-            self.audit.record(
-                EVENT_READBACK, reader=self.ei.reader, ei_sn=self.ei.serial, message=message
-            )
-            self.fail(item.load, message)
 
 
 def personalize_card(
