@@ -1,6 +1,7 @@
 package keyload.station;
 
 import com.licel.jcardsim.base.Simulator;
+import com.licel.jcardsim.base.SimulatorRuntime;
 import java.util.HexFormat;
 import javacard.framework.AID;
 import javacard.framework.Applet;
@@ -57,14 +58,30 @@ public final class SimulatedCard {
         } catch (ClassCastException e) {
             throw new IllegalStateException(role.appletClassName() + " is not a javacard.framework.Applet", e);
         }
-        Simulator simulator = new Simulator();
+        // A runtime of its own: Simulator() would share jCardSim's static DEFAULT_RUNTIME, and reset it,
+        // so that every card would be the last one made.
+        Simulator simulator = new Simulator(new SimulatorRuntime());
         byte[] aid = role.aid();
+        byte[] parameters = installParameters(aid);
         try {
-            simulator.installApplet(new AID(aid, (short) 0, (byte) aid.length), appletClass);
+            simulator.installApplet(new AID(aid, (short) 0, (byte) aid.length), appletClass, parameters, (short) 0,
+                    (byte) parameters.length);
         } catch (RuntimeException e) {
             throw new IllegalStateException("installing " + role.appletClassName() + " failed: " + e, e);
         }
         return new SimulatedCard(role, simulator);
+    }
+
+    /**
+     * What a card's installer hands to {@code Applet.install}, as GlobalPlatform's INSTALL [for install]
+     * does: LV instance AID, LV control information (empty), LV applet data (empty). Applets that
+     * register under the instance AID read it from here.
+     */
+    static byte[] installParameters(byte[] aid) {
+        byte[] parameters = new byte[aid.length + 3];
+        parameters[0] = (byte) aid.length;
+        System.arraycopy(aid, 0, parameters, 1, aid.length);
+        return parameters;
     }
 
     public AppletRole role() {

@@ -31,15 +31,16 @@ public final class ProbeApplet extends Applet {
     private final byte[] persistent = new byte[1];
     private final RandomData random;
 
-    private ProbeApplet() {
+    private ProbeApplet(byte[] parameters, short offset) {
         clearedOnDeselect = JCSystem.makeTransientByteArray((short) 1, JCSystem.CLEAR_ON_DESELECT);
         clearedOnReset = JCSystem.makeTransientByteArray((short) 1, JCSystem.CLEAR_ON_RESET);
         random = RandomData.getInstance(RandomData.ALG_SECURE_RANDOM);
-        register();
+        // Registers under the instance AID of the install parameters, as the keyload applets do.
+        register(parameters, (short) (offset + 1), parameters[offset]);
     }
 
     public static void install(byte[] parameters, short offset, byte length) {
-        new ProbeApplet();
+        new ProbeApplet(parameters, offset);
     }
 
     @Override

@@ -41,6 +41,17 @@ public class SimulatedCardTest {
     }
 
     @Test
+    public void cardsAreIndependentOfEachOther() {
+        SimulatedCard first = probeWith(0x11);
+        SimulatedCard second = probeWith(0x22);
+        second.powerLoss();
+        assertArrayEquals("making and resetting another card must not touch this one",
+                new byte[] {0x11, 0x11, 0x11}, Apdus.data(first.process(Apdus.READ)));
+        assertEquals(Apdus.SW_OK, Apdus.sw(second.process(Apdus.SELECT_PROBE)));
+        assertArrayEquals(new byte[] {0, 0, 0x22}, Apdus.data(second.process(Apdus.READ)));
+    }
+
+    @Test
     public void freshCardsDrawDifferentSecureRandom() {
         SimulatedCard first = probeWith(0);
         SimulatedCard second = probeWith(0);
