@@ -7,7 +7,6 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
 import java.net.Socket;
-import java.net.SocketException;
 import jdk.net.ExtendedSocketOptions;
 
 /**
@@ -100,10 +99,5 @@ public final class VpcdLink implements AutoCloseable {
         byte[] payload = new byte[(high << 8) | low];
         data.readFully(payload);
         return payload;
-    }
-
-    /** Whether an exception only reports that the socket was closed (by us or by the peer). */
-    static boolean isDisconnect(IOException e) {
-        return e instanceof EOFException || e instanceof SocketException;
     }
 }
