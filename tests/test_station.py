@@ -245,10 +245,6 @@ def test_reader_errors_say_what_is_wrong(started: Started) -> None:
         station.insert(AS_READER, "EI")
     with pytest.raises(station.StationError, match="no card was removed"):
         station.reinsert(AS_READER)
-    with pytest.raises(station.StationError, match="'before' or 'after'"):
-        station.pull(AS_READER, 1, "during")
-    with pytest.raises(station.StationError, match="use remove"):
-        station.insert(AS_READER, "EMPTY")
 
 
 def test_trivial_apdu_round_trip(
@@ -268,6 +264,60 @@ def test_trivial_apdu_round_trip(
             f"pcscd, vpcd and the station: median {statistics.median(timings) * 1e3:.3f} ms "
             f"over {ROUND_TRIPS}"
         )
+
+
+def test_arguments_are_checked_before_anything_starts() -> None:
+    with pytest.raises(station.StationError, match="among AS, EI, EMPTY"):
+        station.up(("AS", "XX"))
+    with pytest.raises(station.StationError, match="use remove"):
+        station.insert(AS_READER, "EMPTY")
+    with pytest.raises(station.StationError, match="'before' or 'after'"):
+        station.pull(AS_READER, 1, "during")
+    with pytest.raises(station.StationError, match="counts from 1"):
+        station.pull(AS_READER, 0)
+
+
+def test_reader_names_follow_the_vpcd_entries() -> None:
+    assert [station.reader_name(i) for i in range(4)] == [
+        "keyload station 0 00 00",
+        "keyload station 0 00 01",
+        "keyload station 1 00 00",
+        "keyload station 1 00 01",
+    ]
+
+
+def test_each_vpcd_entry_gets_its_own_driver_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(station.STATE_DIR_ENV, str(tmp_path))
+    station._write_reader_conf(3, 40000)
+    conf = tmp_path / "reader.conf.d"
+    entries = {path.name: path.read_text() for path in conf.iterdir()}
+    assert sorted(entries) == ["keyload-station-0", "keyload-station-1"]
+    assert 'FRIENDLYNAME "keyload station 1"' in entries["keyload-station-1"]
+    assert "CHANNELID 40002" in entries["keyload-station-1"]
+    drivers = [
+        Path(line.split()[1])
+        for text in entries.values()
+        for line in text.splitlines()
+        if line.startswith("LIBPATH")
+    ]
+    assert drivers[0].read_bytes() == drivers[1].read_bytes()
+    assert drivers[0].stat().st_ino != drivers[1].stat().st_ino, "one loaded library per entry"
+    assert station._shared_vpcd_drivers(conf) == []
+
+
+def test_a_config_sharing_the_vpcd_driver_is_recognised(tmp_path: Path) -> None:
+    driver = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
+    for entry in range(2):
+        port = 35963 + 2 * entry
+        (tmp_path / f"vpcd{entry}").write_text(
+            f'FRIENDLYNAME "x {entry}"\nDEVICENAME /dev/null:{port}\nLIBPATH {driver}\n'
+        )
+    assert station._shared_vpcd_drivers(tmp_path) == [driver]
+    assert station._pcscd_conf_dir(["pcscd", "-f", "-c", str(tmp_path)]) == tmp_path
+    assert station._pcscd_conf_dir(["pcscd", f"--config={tmp_path}"]) == tmp_path
+    assert station._pcscd_conf_dir(["pcscd", "-f"]) == Path(station.PCSCD_DEFAULT_CONF_DIR)
 
 
 def _selected(connect: Connect, reader: str, aid: bytes) -> Connection:

@@ -42,6 +42,8 @@ STATE_DIR_ENV = "KEYLOAD_STATION_DIR"
 READER_NAME_PREFIX = "keyload station"
 READERS_PER_ENTRY = 2
 VPCD_DRIVER_NAME = "libifdvpcd.so"
+PCSCD_PID_FILE = Path("/run/pcscd/pcscd.pid")
+PCSCD_DEFAULT_CONF_DIR = "/etc/reader.conf.d"
 VPCD_DRIVER_DIRS = ("/usr/lib/pcsc/drivers/serial", "/usr/lib/pcsc/drivers", "/usr/local/lib/pcsc")
 CONTROL_HOST = "127.0.0.1"
 STATION_MAIN_CLASS = "keyload.station.Station"
@@ -421,7 +423,54 @@ def _ensure_pcscd(readers: Sequence[str], base_port: int, deadline: float) -> in
             f"({', '.join(missing)}). Stop it (e.g. `systemctl stop pcscd.socket pcscd` or kill "
             f"it) so that `keyload-host sim up` can start its own with the station's readers."
         )
+    _check_foreign_vpcd_entries()
     return None
+
+
+def _check_foreign_vpcd_entries() -> None:
+    """Refuses a running pcscd whose configuration shares one vpcd driver file between several
+    reader.conf entries (see ``_driver_for_entry``): the first entries' readers would talk to
+    the last entry's ports, and the station would wait for nothing."""
+    try:
+        pid = int(PCSCD_PID_FILE.read_text().split()[0])
+        arguments = (Path(f"/proc/{pid}") / "cmdline").read_bytes().decode().split("\0")
+    except (OSError, ValueError, IndexError):
+        return  # nothing to inspect: the wait for the cards will tell
+    conf = _pcscd_conf_dir(arguments)
+    shared = _shared_vpcd_drivers(conf)
+    if shared:
+        raise StationError(
+            f"the running pcscd (pid {pid}, not started by the station) loads {shared[0]} for "
+            f"several reader.conf entries in {conf}; vpcd then serves only the last entry's "
+            "ports, so the station's cards would never appear. Stop that pcscd and run "
+            "`keyload-host sim up` again: it starts a pcscd with one driver copy per entry."
+        )
+
+
+def _pcscd_conf_dir(arguments: Sequence[str]) -> Path:
+    """The reader.conf.d directory a pcscd command line uses."""
+    conf = Path(PCSCD_DEFAULT_CONF_DIR)
+    for index, argument in enumerate(arguments):
+        if argument in ("-c", "--config") and index + 1 < len(arguments):
+            conf = Path(arguments[index + 1])
+        elif argument.startswith("--config="):
+            conf = Path(argument.split("=", 1)[1])
+    return conf
+
+
+def _shared_vpcd_drivers(conf: Path) -> list[str]:
+    """vpcd driver files that more than one entry of a reader.conf.d directory loads."""
+    try:
+        entries = [path.read_text(errors="replace") for path in sorted(conf.iterdir())]
+    except OSError:
+        return []
+    drivers = [
+        words[1]
+        for text in entries
+        for words in (line.split() for line in text.splitlines())
+        if len(words) == 2 and words[0] == "LIBPATH" and words[1].endswith(VPCD_DRIVER_NAME)
+    ]
+    return sorted({driver for driver in drivers if drivers.count(driver) > 1})
 
 
 def _start_pcscd(readers: Sequence[str], base_port: int, deadline: float) -> int:

@@ -152,6 +152,18 @@ public class StationTest {
     }
 
     @Test
+    public void swapMayChangeTheRoleOrEmptyTheReader() throws IOException {
+        control.send("SWAP " + emptyReaderVpcd.port() + " PROBE");
+        card = emptyReaderVpcd.accept();
+        assertEquals(List.of("OK"), control.reply());
+        assertEquals(Apdus.SW_OK, transmitSw(Apdus.SELECT_PROBE));
+
+        assertEquals(List.of("OK"), control.call("SWAP " + emptyReaderVpcd.port() + " EMPTY"));
+        assertTrue(card.closedByCard());
+        assertEquals(emptyReaderVpcd.port() + " EMPTY removed 1", control.call("STATUS").get(1));
+    }
+
+    @Test
     public void pullBeforeTheAppletSeesTheCommand() throws IOException {
         selectAndWrite(0x11);
         assertEquals(List.of("OK"), control.call("PULL " + vpcd.port() + " 2 before"));
