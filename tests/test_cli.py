@@ -43,7 +43,7 @@ def test_every_command_and_option_has_help(path: tuple[str, ...], command: click
     result = run(*path, "--help")
     assert result.exit_code == 0
     assert command.help and len(command.help) > 40
-    assert not command.get_short_help_str(limit=80).endswith("..."), "first sentence too long"
+    assert not command.get_short_help_str(limit=60).endswith("..."), "first sentence too long"
     for param in command.params:
         if isinstance(param, click.Option) and param.name not in ("help", "version"):
             assert param.help, f"{param.name} of {' '.join(path)} has no help"

@@ -29,7 +29,7 @@ from .protocol import AUTH_DATA_MAX, AUTH_DATA_MIN, EXPORT_LIMIT_UNLIMITED, Info
 from .provisioning import SetupReport, setup_as, setup_ei
 from .secrets import Secret, SecretKind, SecretSource, load_secret
 from .tables import format_table
-from .transport import Pcsc, TransportError
+from .transport import Pcsc, PcscTransport, Transport
 
 READER_HELP = (
     "Reader: its exact name, or a pattern (*, ?, [...]) that matches exactly one reader. "
@@ -86,7 +86,7 @@ def _challenge(_ctx: click.Context, _param: click.Parameter, value: str) -> byte
 )
 @click.version_option(package_name="keyload-host")
 def main(verbose: bool) -> None:
-    """Load keys from a master card (AS) into terminal security modules (EI).
+    """Load keys from a master card (AS) into EI security modules.
 
     Typical flow: `readers` to see what is connected, `setup as` and `setup ei` to prepare new
     cards from a TOML config, `personalize` to load keys from the AS into EI cards, `info` to
@@ -105,12 +105,13 @@ def main(verbose: bool) -> None:
 
 
 @contextmanager
-def _open(reader: str) -> Iterator[tuple[Pcsc, Any]]:
+def _open(reader: str) -> Iterator[PcscTransport]:
+    """The card in the one reader matching ``reader``, for the time of a ``with`` block."""
     with Pcsc() as pcsc, pcsc.connect(reader) as transport:
-        yield pcsc, transport
+        yield transport
 
 
-def _applet_row(transport: Any) -> list[str]:
+def _applet_row(transport: Transport) -> list[str]:
     found = identify(transport)
     if found is None:
         return ["none", "-", "-", "-"]
@@ -140,7 +141,7 @@ def readers() -> None:
             try:
                 with pcsc.connect(status.name) as transport:
                     rows.append([status.name, "yes", *_applet_row(transport)])
-            except TransportError as error:
+            except KeyloadError as error:
                 rows.append([status.name, "yes", f"unreadable: {error}", "-", "-", "-"])
     if not rows:
         click.echo("No reader found. Is pcscd running, with a reader (or the station) attached?")
@@ -207,7 +208,7 @@ def info(reader: str, as_json: bool) -> None:
     Shows the INFO of the AS or EI in the reader and LIST KEYS: references, usages, versions,
     KCVs and export counts; never a key.
     """
-    with _open(reader) as (_pcsc, transport):
+    with _open(reader) as transport:
         found = identify(transport)
         if found is None:
             raise KeyloadError(f"the card in reader '{transport.reader}' holds no keyload applet")
@@ -253,7 +254,7 @@ def _lock(card: Card, yes: bool) -> None:
 
 @main.group()
 def setup() -> None:
-    """Prepare a new card in SETUP from a TOML config, check it, then LOCK it.
+    """Prepare a new card from a TOML config and LOCK it.
 
     Writes the transport key and (AS) the PIN and application keys, or (EI) the serial, retry
     limit and slots; reads everything back and compares check values; shows only KCVs; asks
@@ -278,7 +279,9 @@ def _setup_options(function: Callable[..., None]) -> Callable[..., None]:
 @setup.command("as")
 @_setup_options
 def setup_as_command(reader: str, config_path: Path, yes: bool) -> None:
-    """Set up an AS: transport key, operator PIN, application keys; then LOCK.
+    """Set up an AS from a TOML config, then LOCK it.
+
+    Writes the transport key, the operator PIN and the application keys.
 
     Example config (references in hex; usage auth, mac or enc; key files hold hex and must be
     chmod 600; a secret may also be { env = "VAR" } or { prompt = true }):
@@ -295,7 +298,7 @@ def setup_as_command(reader: str, config_path: Path, yes: bool) -> None:
         key = { file = "k03.key" }
     """
     config = load_as_setup(config_path)
-    with _open(reader) as (_pcsc, transport):
+    with _open(reader) as transport:
         card = AsCard(transport)
         _show_report(setup_as(card, config, _secret_loader))
         _lock(card, yes)
@@ -304,7 +307,9 @@ def setup_as_command(reader: str, config_path: Path, yes: bool) -> None:
 @setup.command("ei")
 @_setup_options
 def setup_ei_command(reader: str, config_path: Path, yes: bool) -> None:
-    """Set up an EI: transport key, serial, retry limit, slots; then LOCK.
+    """Set up an EI from a TOML config, then LOCK it.
+
+    Writes the transport key, the serial, the retry limit and the slots.
 
     Example config (references in hex; usage auth, mac or enc; the retry limit is 1 to 15,
     default 10):
@@ -320,7 +325,7 @@ def setup_ei_command(reader: str, config_path: Path, yes: bool) -> None:
         accepts_import = true
     """
     config = load_ei_setup(config_path)
-    with _open(reader) as (_pcsc, transport):
+    with _open(reader) as transport:
         card = EiCard(transport)
         _show_report(setup_ei(card, config, _secret_loader))
         _lock(card, yes)
@@ -558,7 +563,7 @@ def authenticate(reader: str, ref: int, challenge: bytes) -> None:
     Sends INTERNAL AUTHENTICATE and prints AES-CMAC(key in slot REF, CHALLENGE); compare it
     with the value computed by whoever knows the key.
     """
-    with _open(reader) as (_pcsc, transport):
+    with _open(reader) as transport:
         card = EiCard(transport)
         card.select()
         click.echo(card.internal_authenticate(ref, challenge).hex().upper())
@@ -594,10 +599,13 @@ ROLE_CHOICE = click.Choice(["AS", "EI"], case_sensitive=False)
 
 @main.group()
 def sim() -> None:
-    """Run the simulated station: jCardSim cards behind virtual readers in pcscd.
+    """Run the simulated station (jCardSim cards in pcscd).
+
+    jCardSim cards run behind virtual vpcd readers in pcscd.
 
     For development and tests without real cards: `sim up` starts readers with AS and EI cards,
-    then every other command works on them as on real readers.
+    then every other command works on them as on real readers. READER in the commands below
+    names a station reader as `sim status` lists it.
     """
 
 
@@ -640,7 +648,10 @@ def sim() -> None:
     help="Seconds to wait for the readers to come up.",
 )
 def up(as_count: int, ei_count: int, control_port: int, base_port: int, timeout: float) -> None:
-    """Start the station (and pcscd if needed) with AS readers first, then EI readers."""
+    """Start the station with AS and EI readers.
+
+    Starts pcscd too if it is not running; the AS readers come first, then the EI readers.
+    """
     roles = ["AS"] * as_count + ["EI"] * ei_count
     with _station() as station:
         _show_station(
@@ -658,7 +669,10 @@ def down() -> None:
 
 @sim.command()
 def status() -> None:
-    """Show the station's readers: port, card role, state and APDUs served."""
+    """Show the station's readers and their cards.
+
+    Per reader: vpcd port, role of the card in it, state and the APDUs it served.
+    """
     with _station() as station:
         _show_station(station.status())
 
@@ -667,7 +681,10 @@ def status() -> None:
 @click.argument("reader")
 @click.argument("role", type=ROLE_CHOICE)
 def insert(reader: str, role: str) -> None:
-    """Insert a fresh card with the ROLE applet (AS or EI) into READER."""
+    """Insert a fresh card into READER.
+
+    The card is blank (in SETUP) and holds the ROLE applet, AS or EI.
+    """
     with _station() as station:
         station.insert(reader, role.upper())
 
@@ -692,7 +709,11 @@ def reinsert(reader: str) -> None:
 @click.argument("reader")
 @click.option("--role", type=ROLE_CHOICE, help="Role of the new card (default: the same role).")
 def swap(reader: str, role: str | None) -> None:
-    """Replace the card in READER by a fresh one, as an operator swapping cards."""
+    """Replace the card in READER by a fresh one.
+
+    As an operator swapping cards: the old card is removed, a blank one of the same role (or
+    --role) is inserted.
+    """
     with _station() as station:
         station.swap(reader, role.upper() if role else None)
 
