@@ -203,3 +203,17 @@ def test_no_readers(fake_pcsc: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     with Pcsc() as pcsc:
         assert pcsc.readers() == []
+
+
+def test_an_empty_answer_from_a_pulled_card_is_a_removal(fake_pcsc: dict) -> None:
+    """vpcd answers a card pulled mid-command with success and no bytes."""
+    fake_pcsc["transmit"] = [(scard.SCARD_S_SUCCESS, [])]
+    fake_pcsc["present"] = False
+    with Pcsc() as pcsc, pcsc.connect(READERS[0]) as card, pytest.raises(CardRemovedError):
+        card.transmit(b"\x80\x42\x00\x00\x00")
+
+
+def test_an_empty_answer_with_the_card_present_is_passed_on(fake_pcsc: dict) -> None:
+    fake_pcsc["transmit"] = [(scard.SCARD_S_SUCCESS, [])]
+    with Pcsc() as pcsc, pcsc.connect(READERS[0]) as card:
+        assert card.transmit(b"\x80\x42\x00\x00\x00") == b""

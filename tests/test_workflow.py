@@ -14,7 +14,7 @@ from keyload_host import crypto
 from keyload_host.audit import NullAuditLog
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.config import Load
-from keyload_host.protocol import LifeCycle, Usage
+from keyload_host.protocol import LifeCycle, Role, Usage
 from keyload_host.secrets import Secret, SecretKind
 from keyload_host.workflow import (
     AsUnavailableError,
@@ -424,3 +424,15 @@ def test_watch_checks_the_as_before_asking_the_pin() -> None:
     with pytest.raises(PreflightError, match="not OPERATIONAL"):
         run_watch_with(s, Readers(["EI A"]))
     assert s.pin_reads == 0
+
+
+def test_a_blank_ei_gets_one_plain_problem() -> None:
+    s = station(eis=1)
+    s.eis[0] = blank = FakeApplet(Role.EI, LifeCycle.SETUP, transport_key=None, pin=None)
+    s.ei_transports[0].applet = blank
+    with pytest.raises(PreflightError) as caught:
+        s.run()
+    assert caught.value.problems == [
+        "the EI in reader 'EI reader 1' is in SETUP, not OPERATIONAL: "
+        "set it up and lock it first (keyload-host setup ei)"
+    ]

@@ -31,6 +31,7 @@ _PROTOCOL_HEADERS = {
 _CARD_GONE = {scard.SCARD_W_REMOVED_CARD, scard.SCARD_E_NO_SMARTCARD}
 _MAYBE_CARD_GONE = {scard.SCARD_E_NOT_TRANSACTED, scard.SCARD_E_READER_UNAVAILABLE}
 _NO_SERVICE = {scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED}
+STATUS_WORD_LENGTH = 2
 
 
 class TransportError(KeyloadError):
@@ -213,6 +214,9 @@ class PcscTransport:
         )
         if hresult != scard.SCARD_S_SUCCESS:
             self._raise_transmit_error(hresult)
+        if len(response) < STATUS_WORD_LENGTH and not self._card_present():
+            # vpcd (and some drivers) answer a card pulled mid-command with an empty response
+            raise CardRemovedError(f"the card was removed from reader '{self.reader}'")
         self.stats.count(len(apdu), len(response))
         return bytes(response)
 

@@ -97,7 +97,8 @@ class EiState:
 
     @property
     def name(self) -> str:
-        return f"the EI {self.serial} in reader '{self.reader}'"
+        serial = f" {self.serial}" if self.serial else ""
+        return f"the EI{serial} in reader '{self.reader}'"
 
 
 @dataclass(frozen=True)
@@ -214,12 +215,12 @@ def check_ei(
     """Problems of one EI for this batch, one sentence each."""
     if ei.info.life_cycle == LifeCycle.BLOCKED:
         return [f"{ei.name} is BLOCKED (import tries exhausted) and can never be loaded"]
-    problems = []
-    if ei.info.life_cycle != LifeCycle.OPERATIONAL:
-        problems.append(
+    if ei.info.life_cycle != LifeCycle.OPERATIONAL:  # its keys and slots are not final yet
+        return [
             f"{ei.name} is in {ei.info.life_cycle.name}, not OPERATIONAL: "
             "set it up and lock it first (keyload-host setup ei)"
-        )
+        ]
+    problems = []
     if (ei.info.transport_kcv, ei.info.transport_key_length) != (
         as_info.transport_kcv,
         as_info.transport_key_length,
