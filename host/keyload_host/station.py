@@ -3,14 +3,15 @@
 The station itself is Java (``keyload.station.Station`` in ``jcardsim/``): one virtual card per
 vpcd reader, driven over a line protocol on a loopback control port. This module starts it (and
 pcscd when none runs), records what it started in a state directory, and turns the control
-commands into functions that return only once PC/SC applications can see the result, so that
-callers never need sleeps of their own.
+commands into functions that return only once PC/SC applications can see the result (``pull``
+only arms), so that callers never need sleeps of their own.
 
 Reader ``i`` of a station is ``"keyload station {i // 2} 00 {i % 2:02d}"`` on vpcd port
 ``base_port + i``: vpcd gives two readers per reader.conf.d entry, on consecutive ports.
 
 State lives in ``.station/`` at the repository root (``KEYLOAD_STATION_DIR`` overrides it):
-``state.json`` (pids and ports), ``reader.conf.d/``, ``station.log`` and ``pcscd.log``.
+``state.json`` (pids and ports), ``reader.conf.d/``, ``drivers/`` (see ``_driver_for_entry``),
+``station.log`` and ``pcscd.log``.
 """
 
 from __future__ import annotations
@@ -387,9 +388,9 @@ def _await_cards(expected: Mapping[str, bool], deadline: float, hint: str) -> No
                 f"'{name}' ({_describe(seen[name])}, expected {_describe(expected[name])})"
                 for name in wrong
             )
+            advice = " ".join(filter(None, [hint, f"See {_state_dir() / 'station.log'}."]))
             raise StationError(
-                f"PC/SC does not show the expected cards in time: {described}. "
-                f"{hint} See {_state_dir() / 'station.log'}."
+                f"PC/SC does not show the expected cards in time: {described}. {advice}"
             )
         time.sleep(POLL_INTERVAL)
 
