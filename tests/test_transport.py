@@ -98,21 +98,15 @@ def fake_pcsc(monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setattr(
         scard, "SCardTransmit", lambda _card, _pci, _apdu: results["transmit"].pop(0)
     )
-    monkeypatch.setattr(
-        scard,
-        "SCardGetStatusChange",
-        lambda _context, _timeout, states: (
-            scard.SCARD_S_SUCCESS,
-            [
-                (
-                    name,
-                    scard.SCARD_STATE_PRESENT if results["present"] else scard.SCARD_STATE_EMPTY,
-                    [0x3B, 0x00],
-                )
-                for name, _state in states
-            ],
-        ),
-    )
+
+    def status_change(_context: int, timeout: int, states: list) -> tuple:
+        """Presence as set in ``results``; a wait for a change that never comes times out."""
+        event = scard.SCARD_STATE_PRESENT if results["present"] else scard.SCARD_STATE_EMPTY
+        if timeout and all(state == event for _name, state in states):
+            return scard.SCARD_E_TIMEOUT, states
+        return scard.SCARD_S_SUCCESS, [(name, event, [0x3B, 0x00]) for name, _state in states]
+
+    monkeypatch.setattr(scard, "SCardGetStatusChange", status_change)
     monkeypatch.setattr(
         scard,
         "SCardDisconnect",
@@ -205,10 +199,26 @@ def test_no_readers(fake_pcsc: dict, monkeypatch: pytest.MonkeyPatch) -> None:
         assert pcsc.readers() == []
 
 
-def test_an_empty_answer_from_a_pulled_card_is_a_removal(fake_pcsc: dict) -> None:
-    """vpcd answers a card pulled mid-command with success and no bytes."""
+@pytest.mark.parametrize("noticed_late", [False, True])
+def test_an_empty_answer_from_a_pulled_card_is_a_removal(
+    fake_pcsc: dict, monkeypatch: pytest.MonkeyPatch, noticed_late: bool
+) -> None:
+    """vpcd answers a card pulled mid-command with success and no bytes; pcscd may notice the
+    removal only at its next poll of the reader."""
     fake_pcsc["transmit"] = [(scard.SCARD_S_SUCCESS, [])]
-    fake_pcsc["present"] = False
+    fake_pcsc["present"] = noticed_late
+    if noticed_late:
+        monkeypatch.setattr(
+            scard,
+            "SCardGetStatusChange",
+            lambda _c, timeout, states: (
+                scard.SCARD_S_SUCCESS,
+                [
+                    (n, scard.SCARD_STATE_EMPTY if timeout else scard.SCARD_STATE_PRESENT, [])
+                    for n, _ in states
+                ],
+            ),
+        )
     with Pcsc() as pcsc, pcsc.connect(READERS[0]) as card, pytest.raises(CardRemovedError):
         card.transmit(b"\x80\x42\x00\x00\x00")
 

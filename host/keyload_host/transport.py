@@ -32,6 +32,9 @@ _CARD_GONE = {scard.SCARD_W_REMOVED_CARD, scard.SCARD_E_NO_SMARTCARD}
 _MAYBE_CARD_GONE = {scard.SCARD_E_NOT_TRANSACTED, scard.SCARD_E_READER_UNAVAILABLE}
 _NO_SERVICE = {scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED}
 STATUS_WORD_LENGTH = 2
+REMOVAL_GRACE = 1.5
+"""Seconds to wait for pcscd to notice a card removal after a failed exchange (vpcd readers are
+polled every 0.4 s)."""
 
 
 class TransportError(KeyloadError):
@@ -172,6 +175,28 @@ class Pcsc:
             for name, event, atr in new_states
         ]
 
+    def card_leaves(self, reader: str, within: float) -> bool:
+        """Whether the card in ``reader`` is gone now or leaves within ``within`` seconds.
+
+        Used after a failed or empty exchange: pcscd notices a removed card only when it next
+        polls the reader, so "present" right after the failure proves nothing yet.
+        """
+        try:
+            (status,) = self.readers([reader])
+        except TransportError:
+            return True
+        if not status.card_present:
+            return True
+        hresult, states = scard.SCardGetStatusChange(
+            self._context, int(within * 1000), [(reader, scard.SCARD_STATE_PRESENT)]
+        )
+        if hresult == scard.SCARD_E_TIMEOUT:
+            return False
+        if hresult != scard.SCARD_S_SUCCESS:
+            return True
+        ((_name, event, _atr),) = states
+        return not event & scard.SCARD_STATE_PRESENT
+
     def find_reader(self, pattern: str) -> str:
         return match_reader(pattern, self.reader_names())
 
@@ -214,7 +239,7 @@ class PcscTransport:
         )
         if hresult != scard.SCARD_S_SUCCESS:
             self._raise_transmit_error(hresult)
-        if len(response) < STATUS_WORD_LENGTH and not self._card_present():
+        if len(response) < STATUS_WORD_LENGTH and self._card_left():
             # vpcd (and some drivers) answer a card pulled mid-command with an empty response
             raise CardRemovedError(f"the card was removed from reader '{self.reader}'")
         self.stats.count(len(apdu), len(response))
@@ -226,15 +251,12 @@ class PcscTransport:
                 f"the card in reader '{self.reader}' was reset by another program; "
                 "its session (selected applet, verified PIN) is lost"
             )
-        if hresult in _CARD_GONE or (hresult in _MAYBE_CARD_GONE and not self._card_present()):
+        if hresult in _CARD_GONE or (hresult in _MAYBE_CARD_GONE and self._card_left()):
             raise CardRemovedError(f"the card was removed from reader '{self.reader}'")
         _check(hresult, f"the exchange with the card in reader '{self.reader}' failed")
 
-    def _card_present(self) -> bool:
-        try:
-            return any(status.card_present for status in self.pcsc.readers([self.reader]))
-        except TransportError:
-            return False
+    def _card_left(self) -> bool:
+        return self.pcsc.card_leaves(self.reader, REMOVAL_GRACE)
 
     @property
     def atr(self) -> bytes:
