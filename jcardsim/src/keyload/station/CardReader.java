@@ -43,6 +43,10 @@ public final class CardReader {
         }
     }
 
+    /** C-APDUs a reader received and the time its cards spent processing them. */
+    public record Usage(long apdus, long cardNanos) {
+    }
+
     /** How often to retry while vpcd is not listening (pcscd starting or restarting). */
     static final long RECONNECT_INTERVAL_MS = 50;
     private static final int CONNECT_TIMEOUT_MS = 1000;
@@ -58,6 +62,7 @@ public final class CardReader {
     private VpcdLink link;
     private boolean linkAlive;
     private long apduCount;
+    private long cardNanos;
     private int pullCountdown;
     private PullMoment pullMoment;
     private boolean stopped;
@@ -208,6 +213,17 @@ public final class CardReader {
         }
     }
 
+    /**
+     * C-APDUs received and nanoseconds the cards of this reader spent in jCardSim on them since the station
+     * started, read together: the card-side share of round trips, which benchmarks separate from the PC/SC
+     * stack's share.
+     */
+    public Usage usage() {
+        synchronized (lock) {
+            return new Usage(apduCount, cardNanos);
+        }
+    }
+
     /** Stops the reader: the card's connection closes, the thread ends. */
     public void shutdown() {
         synchronized (lock) {
@@ -325,7 +341,9 @@ public final class CardReader {
             takeOut(present, "pulled before the applet saw the command");
             return false;
         }
+        long began = System.nanoTime();
         byte[] response = present.process(command);
+        addCardTime(System.nanoTime() - began);
         if (pull == PullMoment.AFTER) {
             takeOut(present, "pulled after the applet processed the command");
             return false;
@@ -344,6 +362,12 @@ public final class CardReader {
             PullMoment fired = pullMoment;
             pullMoment = null;
             return fired;
+        }
+    }
+
+    private void addCardTime(long nanos) {
+        synchronized (lock) {
+            cardNanos += nanos;
         }
     }
 

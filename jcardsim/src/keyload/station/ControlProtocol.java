@@ -9,6 +9,7 @@ import java.util.Map;
  *
  * <pre>
  * STATUS                           one line per reader "PORT ROLE|EMPTY connected|waiting|removed APDUS", then OK
+ * TIMES                            one line per reader "PORT APDUS CARD_NANOS" (time spent in jCardSim), then OK
  * INSERT PORT ROLE                 a fresh blank card; OK once vpcd has taken it
  * REMOVE PORT                      the card leaves the reader (kept as its last removed card)
  * REINSERT PORT                    the last removed card goes back; OK once vpcd has taken it
@@ -33,7 +34,7 @@ public final class ControlProtocol {
     /** How long INSERT, REINSERT and SWAP wait for vpcd to take the card. */
     static final long CONNECT_WAIT_MS = 10_000;
 
-    private static final String USAGE = "commands: STATUS, INSERT PORT ROLE, REMOVE PORT, REINSERT PORT, "
+    private static final String USAGE = "commands: STATUS, TIMES, INSERT PORT ROLE, REMOVE PORT, REINSERT PORT, "
             + "SWAP PORT [ROLE], PULL PORT N before|after, QUIT";
 
     private final Map<Integer, CardReader> readers;
@@ -51,6 +52,7 @@ public final class ControlProtocol {
         try {
             return switch (command) {
                 case "STATUS" -> expectArgs(words, 0, 0, () -> Reply.ok(status()));
+                case "TIMES" -> expectArgs(words, 0, 0, () -> Reply.ok(times()));
                 case "INSERT" -> expectArgs(words, 2, 2, () -> insert(reader(words[1]), words[2]));
                 case "REMOVE" -> expectArgs(words, 1, 1, () -> {
                     reader(words[1]).remove();
@@ -81,6 +83,17 @@ public final class ControlProtocol {
         for (CardReader reader : readers.values()) {
             lines.append(reader.port()).append(' ').append(reader.roleName()).append(' ')
                     .append(reader.state()).append(' ').append(reader.apduCount()).append('\n');
+        }
+        return lines.toString();
+    }
+
+    /** APDUs and card-side nanoseconds per reader, read under one lock each so that they agree. */
+    private String times() {
+        StringBuilder lines = new StringBuilder();
+        for (CardReader reader : readers.values()) {
+            CardReader.Usage usage = reader.usage();
+            lines.append(reader.port()).append(' ').append(usage.apdus()).append(' ').append(usage.cardNanos())
+                    .append('\n');
         }
         return lines.toString();
     }

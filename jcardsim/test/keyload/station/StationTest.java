@@ -103,6 +103,21 @@ public class StationTest {
     }
 
     @Test
+    public void timesCountsApdusAndTheCardSideTimeWithinTheirRoundTrips() throws IOException {
+        assertEquals(List.of(vpcd.port() + " 0 0", emptyReaderVpcd.port() + " 0 0", "OK"), control.call("TIMES"));
+        long began = System.nanoTime();
+        selectAndWrite(7);
+        long roundTrips = System.nanoTime() - began;
+
+        List<String> times = control.call("TIMES");
+        String[] probe = times.get(0).split(" ");
+        assertEquals(List.of(String.valueOf(vpcd.port()), "2"), List.of(probe[0], probe[1]));
+        long cardNanos = Long.parseLong(probe[2]);
+        assertTrue("card-side time " + cardNanos + " ns", cardNanos > 0 && cardNanos < roundTrips);
+        assertEquals(List.of(emptyReaderVpcd.port() + " 0 0", "OK"), times.subList(1, 3));
+    }
+
+    @Test
     public void answersTheAtrOnRequest() throws IOException {
         assertArrayEquals(SimulatedCard.ATR, card.atr());
     }
