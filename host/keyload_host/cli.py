@@ -647,13 +647,22 @@ def sim() -> None:
     show_default=True,
     help="Seconds to wait for the readers to come up.",
 )
-def up(as_count: int, ei_count: int, control_port: int, base_port: int, timeout: float) -> None:
+@click.option(
+    "--t0",
+    is_flag=True,
+    help="Make T=0 cards (ATR offering T=0 only, 61xx with GET RESPONSE, 6Cxx), like many SAMs.",
+)
+def up(
+    as_count: int, ei_count: int, control_port: int, base_port: int, timeout: float, t0: bool
+) -> None:
     """Start the station with AS and EI readers.
 
     Starts pcscd too if it is not running; the AS readers come first, then the EI readers.
     """
     roles = ["AS"] * as_count + ["EI"] * ei_count
     with _station() as station:
+        if t0:
+            roles = [f"{role}{station.PROTOCOL_SEPARATOR}T0" for role in roles]
         _show_station(
             station.up(roles, control_port=control_port, base_port=base_port, timeout=timeout)
         )

@@ -37,6 +37,8 @@ from .errors import KeyloadError
 ROLES = ("AS", "EI", "EMPTY")
 EMPTY = "EMPTY"
 CARD_ROLES = tuple(role for role in ROLES if role != EMPTY)
+PROTOCOLS = ("T0", "T1")
+PROTOCOL_SEPARATOR = ":"
 PULL_MOMENTS = ("before", "after")
 
 STATE_DIR_ENV = "KEYLOAD_STATION_DIR"
@@ -132,6 +134,10 @@ def up(
 ) -> StationStatus:
     """Start the station with one reader per role and return its status once usable.
 
+    A role may name the protocol of the reader's cards, ``"EI:T0"``: they then answer as T=0 cards
+    do (ATR offering T=0 only, 61xx and GET RESPONSE, 6Cxx), also the cards inserted later; the
+    default is T=1.
+
     Builds the station (``ant station-classpath``), starts pcscd with the station's readers if
     no pcscd runs, starts the station and waits until every card is visible through PC/SC, all
     within ``timeout`` seconds. A station already up with the same roles and ports is left as
@@ -172,7 +178,9 @@ def up(
             )
         )
         _await_ready(station, deadline, timeout)
-        expected = {name: role != EMPTY for name, role in zip(readers, wanted, strict=True)}
+        expected = {
+            name: _card_role(role) != EMPTY for name, role in zip(readers, wanted, strict=True)
+        }
         _await_cards(expected, deadline, _not_seen_hint(pcscd_pid))
     except BaseException:
         if station is not None:
@@ -728,12 +736,23 @@ def _log_tail(log_name: str) -> str:
     return " | ".join(lines[-LOG_TAIL_LINES:]) or f"({log_name} is empty)"
 
 
+def _card_role(spec: str) -> str:
+    """The role of a reader spec ``ROLE`` or ``ROLE:PROTOCOL``."""
+    return spec.partition(PROTOCOL_SEPARATOR)[0]
+
+
 def _checked_roles(roles: Sequence[str]) -> list[str]:
     wanted = [role.upper() for role in roles]
-    unknown = [role for role in wanted if role not in ROLES]
+    unknown = [
+        spec
+        for spec in wanted
+        if _card_role(spec) not in ROLES
+        or spec.partition(PROTOCOL_SEPARATOR)[2] not in ("", *PROTOCOLS)
+    ]
     if unknown or not wanted:
         raise StationError(
-            f"station roles must be among {', '.join(ROLES)} (at least one), got {list(roles)}"
+            f"station roles must be among {', '.join(ROLES)}, optionally with "
+            f"{PROTOCOL_SEPARATOR}{' or :'.join(PROTOCOLS)} (at least one), got {list(roles)}"
         )
     return wanted
 

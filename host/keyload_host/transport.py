@@ -28,6 +28,7 @@ _PROTOCOL_HEADERS = {
     scard.SCARD_PROTOCOL_T0: scard.SCARD_PCI_T0,
     scard.SCARD_PROTOCOL_T1: scard.SCARD_PCI_T1,
 }
+_PROTOCOL_NAMES = {scard.SCARD_PROTOCOL_T0: "T=0", scard.SCARD_PROTOCOL_T1: "T=1"}
 _CARD_GONE = {scard.SCARD_W_REMOVED_CARD, scard.SCARD_E_NO_SMARTCARD}
 _MAYBE_CARD_GONE = {scard.SCARD_E_NOT_TRANSACTED, scard.SCARD_E_READER_UNAVAILABLE}
 _NO_SERVICE = {scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED}
@@ -257,6 +258,11 @@ class PcscTransport:
 
     def _card_left(self) -> bool:
         return self.pcsc.card_leaves(self.reader, REMOVAL_GRACE)
+
+    @property
+    def protocol(self) -> str:
+        """The protocol pcscd negotiated from the card's ATR: "T=0" or "T=1"."""
+        return _PROTOCOL_NAMES[self._protocol]
 
     @property
     def atr(self) -> bytes:

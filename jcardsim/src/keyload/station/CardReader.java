@@ -53,6 +53,7 @@ public final class CardReader {
 
     private final InetSocketAddress vpcd;
     private final int port;
+    private final CardProtocol protocol;
     private final Object lock = new Object();
     private final Thread thread;
 
@@ -67,15 +68,22 @@ public final class CardReader {
     private PullMoment pullMoment;
     private boolean stopped;
 
-    public CardReader(String vpcdHost, int port) {
+    /** A reader on a vpcd port; the station makes the cards it inserts here speak {@code protocol}. */
+    public CardReader(String vpcdHost, int port, CardProtocol protocol) {
         this.vpcd = new InetSocketAddress(vpcdHost, port);
         this.port = port;
+        this.protocol = protocol;
         this.thread = new Thread(this::serveForever, "reader-" + port);
         this.thread.setDaemon(true);
     }
 
     public int port() {
         return port;
+    }
+
+    /** The protocol of the cards made for this reader (T=1, or T=0 like a SAM). */
+    public CardProtocol protocol() {
+        return protocol;
     }
 
     /** Starts the reader's thread. */
@@ -320,7 +328,7 @@ public final class CardReader {
 
     private void control(SimulatedCard present, VpcdLink connection, byte code) throws IOException {
         switch (code) {
-            case VpcdLink.CTRL_GET_ATR -> connection.write(SimulatedCard.ATR);
+            case VpcdLink.CTRL_GET_ATR -> connection.write(present.atr());
             case VpcdLink.CTRL_POWER_OFF -> {
                 present.powerLoss();
                 Log.event("reader " + port + ": power off");

@@ -102,7 +102,7 @@ public final class ControlProtocol {
         if (Roles.isEmpty(roleName)) {
             throw new IllegalArgumentException("INSERT needs a card role; use REMOVE to empty a reader");
         }
-        reader.insert(SimulatedCard.blank(roles.lookup(roleName)));
+        reader.insert(SimulatedCard.blank(roles.lookup(roleName), reader.protocol()));
         reader.awaitConnected(CONNECT_WAIT_MS);
         return Reply.ok("");
     }
@@ -113,7 +113,7 @@ public final class ControlProtocol {
         if (roleName == null && Roles.isEmpty(role)) {
             throw new IllegalArgumentException("reader " + reader.port() + " is empty: say which role to insert");
         }
-        SimulatedCard fresh = Roles.isEmpty(role) ? null : SimulatedCard.blank(roles.lookup(role));
+        SimulatedCard fresh = Roles.isEmpty(role) ? null : SimulatedCard.blank(roles.lookup(role), reader.protocol());
         reader.removeIfAny();
         if (fresh == null) {
             return Reply.ok("");

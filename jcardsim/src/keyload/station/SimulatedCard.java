@@ -2,23 +2,17 @@ package keyload.station;
 
 import com.licel.jcardsim.base.Simulator;
 import com.licel.jcardsim.base.SimulatorRuntime;
-import java.util.HexFormat;
 import javacard.framework.AID;
 import javacard.framework.Applet;
 
 /**
  * One virtual card: its own jCardSim {@link Simulator} with one applet installed, and the card-level
- * behaviour the simulator leaves to its host: power loss and an answer to reset.
+ * behaviour the simulator leaves to its host: power loss, an answer to reset, and the transmission
+ * protocol (T=1, or T=0 with its 61xx/6Cxx procedure).
  *
  * <p>Not thread-safe by itself: the reader that holds the card is the only one to drive it.
  */
 public final class SimulatedCard {
-
-    /**
-     * The answer to reset of every simulated card: direct convention, T=1 only (TD1 = 01), historical
-     * bytes 80 (COMPACT-TLV follows) 57 "KEYLOAD" (card issuer's data), TCK 0E.
-     */
-    public static final byte[] ATR = HexFormat.of().parseHex("3B890180574B45594C4F41440E");
 
     /** Status word "no precise diagnosis": what the card answers when the simulator itself fails. */
     static final byte[] SW_NO_PRECISE_DIAGNOSIS = {(byte) 0x6F, 0x00};
@@ -35,20 +29,24 @@ public final class SimulatedCard {
     }
 
     private final AppletRole role;
+    private final CardProtocol protocol;
+    private final Transmission transmission;
     private final Simulator simulator;
 
-    private SimulatedCard(AppletRole role, Simulator simulator) {
+    private SimulatedCard(AppletRole role, CardProtocol protocol, Simulator simulator) {
         this.role = role;
+        this.protocol = protocol;
+        this.transmission = protocol.newTransmission();
         this.simulator = simulator;
     }
 
     /**
-     * A fresh blank card of that role: a new simulator with the role's applet installed (the applet is in
-     * its SETUP state, as after installation on a real card).
+     * A fresh blank card of that role speaking that protocol: a new simulator with the role's applet
+     * installed (the applet is in its SETUP state, as after installation on a real card).
      *
      * @throws IllegalStateException when the applet class cannot be loaded or installed
      */
-    public static SimulatedCard blank(AppletRole role) {
+    public static SimulatedCard blank(AppletRole role, CardProtocol protocol) {
         Class<? extends Applet> appletClass;
         try {
             appletClass = Class.forName(role.appletClassName()).asSubclass(Applet.class);
@@ -69,7 +67,7 @@ public final class SimulatedCard {
         } catch (RuntimeException e) {
             throw new IllegalStateException("installing " + role.appletClassName() + " failed: " + e, e);
         }
-        return new SimulatedCard(role, simulator);
+        return new SimulatedCard(role, protocol, simulator);
     }
 
     /**
@@ -88,24 +86,39 @@ public final class SimulatedCard {
         return role;
     }
 
+    /** The answer to reset, which tells pcscd the protocol to use. */
+    public byte[] atr() {
+        return protocol.atr();
+    }
+
     /**
      * What a card does when its power goes away (power off, warm reset, or the card leaving the field):
      * CLEAR_ON_RESET and CLEAR_ON_DESELECT transient arrays are zeroed and no applet is selected.
      * jCardSim 3.0.6.0's {@code Simulator.reset()} does exactly that (it zeroes both transient lists,
      * empties the response buffer and forgets the selected AID) without calling {@code deselect()}, which
-     * a card losing power would not call either. Persistent state is untouched.
+     * a card losing power would not call either. Persistent state is untouched; a T=0 response waiting for
+     * GET RESPONSE is lost.
      */
     public void powerLoss() {
+        transmission.powerLoss();
         simulator.reset();
     }
 
     /**
-     * Runs one C-APDU and returns the R-APDU (data and status word).
+     * Takes one C-APDU from the reader and returns what the card sends back: the R-APDU (data and status
+     * word), or for a T=0 card the 61xx/6Cxx answers its runtime gives (see {@link T0Transmission}).
+     */
+    public byte[] process(byte[] command) {
+        return transmission.exchange(command, this::execute);
+    }
+
+    /**
+     * Runs one C-APDU on the applets and returns their R-APDU.
      *
      * <p>A card must never take the station down: anything the simulator throws (a malformed APDU, an
      * applet error jCardSim does not map) becomes 6F00 and one log line without APDU data.
      */
-    public byte[] process(byte[] command) {
+    private byte[] execute(byte[] command) {
         try {
             return simulator.transmitCommand(command);
         } catch (Throwable t) { // deliberately everything, Errors from applet code included

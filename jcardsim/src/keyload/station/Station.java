@@ -38,11 +38,12 @@ public final class Station implements AutoCloseable {
     public static Station start(StationOptions options) throws IOException {
         Map<Integer, CardReader> readers = new LinkedHashMap<>();
         Map<CardReader, SimulatedCard> cards = new LinkedHashMap<>();
-        for (Map.Entry<Integer, String> slot : options.readerRoles().entrySet()) {
-            CardReader reader = new CardReader(options.vpcdHost(), slot.getKey());
+        for (Map.Entry<Integer, ReaderSpec> slot : options.readers().entrySet()) {
+            ReaderSpec spec = slot.getValue();
+            CardReader reader = new CardReader(options.vpcdHost(), slot.getKey(), spec.protocol());
             readers.put(slot.getKey(), reader);
-            if (!Roles.isEmpty(slot.getValue())) {
-                cards.put(reader, SimulatedCard.blank(options.roles().lookup(slot.getValue())));
+            if (!Roles.isEmpty(spec.role())) {
+                cards.put(reader, SimulatedCard.blank(options.roles().lookup(spec.role()), spec.protocol()));
             }
         }
         Map<Integer, CardReader> fixed = Collections.unmodifiableMap(readers);
@@ -101,7 +102,7 @@ public final class Station implements AutoCloseable {
             System.exit(1);
             return;
         }
-        Log.event("control on 127.0.0.1:" + station.controlPort() + ", readers " + options.readerRoles());
+        Log.event("control on 127.0.0.1:" + station.controlPort() + ", readers " + options.readers());
         station.awaitReady();
         System.out.println(READY);
         System.out.flush();

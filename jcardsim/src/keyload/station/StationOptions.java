@@ -5,15 +5,15 @@ import java.util.Map;
 
 /**
  * The station's command line:
- * {@code --vpcd-host HOST --control-port PORT --reader PORT=ROLE ... [--role NAME=class:AIDHEX ...]}.
+ * {@code --vpcd-host HOST --control-port PORT --reader PORT=ROLE[:T0|:T1] ... [--role NAME=class:AIDHEX ...]}.
  */
-public record StationOptions(String vpcdHost, int controlPort, Map<Integer, String> readerRoles, Roles roles) {
+public record StationOptions(String vpcdHost, int controlPort, Map<Integer, ReaderSpec> readers, Roles roles) {
 
     static final String DEFAULT_VPCD_HOST = "127.0.0.1";
     static final int DEFAULT_CONTROL_PORT = 35990;
 
     public static final String USAGE = "usage: keyload.station.Station [--vpcd-host HOST] [--control-port PORT]"
-            + " --reader PORT=AS|EI|EMPTY|ROLE ... [--role NAME=applet.Class:AIDHEX ...]";
+            + " --reader PORT=AS|EI|EMPTY|ROLE[:T0|:T1] ... [--role NAME=applet.Class:AIDHEX ...]";
 
     /**
      * Parses the arguments; every role named by a reader must be known once all --role options are read.
@@ -23,7 +23,7 @@ public record StationOptions(String vpcdHost, int controlPort, Map<Integer, Stri
     public static StationOptions parse(String... args) {
         String host = DEFAULT_VPCD_HOST;
         int controlPort = DEFAULT_CONTROL_PORT;
-        Map<Integer, String> readerRoles = new LinkedHashMap<>();
+        Map<Integer, ReaderSpec> readers = new LinkedHashMap<>();
         Roles roles = new Roles();
         for (int i = 0; i < args.length; i++) {
             String option = args[i];
@@ -38,25 +38,25 @@ public record StationOptions(String vpcdHost, int controlPort, Map<Integer, Stri
                 case "--reader" -> {
                     int eq = value.indexOf('=');
                     if (eq <= 0) {
-                        throw new IllegalArgumentException("--reader expects PORT=ROLE, got '" + value + "'");
+                        throw new IllegalArgumentException("--reader expects PORT=ROLE[:T0|:T1], got '" + value + "'");
                     }
                     int port = port(value.substring(0, eq));
-                    if (readerRoles.put(port, value.substring(eq + 1)) != null) {
+                    if (readers.put(port, ReaderSpec.parse(value.substring(eq + 1))) != null) {
                         throw new IllegalArgumentException("reader port " + port + " given twice");
                     }
                 }
                 default -> throw new IllegalArgumentException("unknown option " + option + "; " + USAGE);
             }
         }
-        if (readerRoles.isEmpty()) {
+        if (readers.isEmpty()) {
             throw new IllegalArgumentException("no --reader given; " + USAGE);
         }
-        for (String role : readerRoles.values()) {
-            if (!Roles.isEmpty(role)) {
-                roles.lookup(role);
+        for (ReaderSpec reader : readers.values()) {
+            if (!Roles.isEmpty(reader.role())) {
+                roles.lookup(reader.role());
             }
         }
-        return new StationOptions(host, controlPort, readerRoles, roles);
+        return new StationOptions(host, controlPort, readers, roles);
     }
 
     private static int port(String word) {

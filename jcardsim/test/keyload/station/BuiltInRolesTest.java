@@ -26,7 +26,7 @@ public class BuiltInRolesTest {
     }
 
     private static void assertBlankCardOfRole(String role, byte roleByte) {
-        SimulatedCard card = SimulatedCard.blank(new Roles().lookup(role));
+        SimulatedCard card = SimulatedCard.blank(new Roles().lookup(role), CardProtocol.T1);
         byte[] response = card.process(select(role));
         assertEquals(role + " SELECT", Apdus.SW_OK, Apdus.sw(response));
         assertEquals(roleByte, response[INFO_ROLE]);
@@ -35,8 +35,8 @@ public class BuiltInRolesTest {
 
     @Test
     public void asAndEiCardsLiveSideBySide() {
-        SimulatedCard as = SimulatedCard.blank(new Roles().lookup("AS"));
-        SimulatedCard ei = SimulatedCard.blank(new Roles().lookup("EI"));
+        SimulatedCard as = SimulatedCard.blank(new Roles().lookup("AS"), CardProtocol.T1);
+        SimulatedCard ei = SimulatedCard.blank(new Roles().lookup("EI"), CardProtocol.T1);
         assertEquals(Apdus.SW_OK, Apdus.sw(as.process(select("AS"))));
         assertEquals("an AS card holds no EI applet", SW_APPLET_NOT_FOUND, Apdus.sw(as.process(select("EI"))));
         assertEquals(Apdus.SW_OK, Apdus.sw(ei.process(select("EI"))));

@@ -12,7 +12,7 @@ import org.junit.Test;
 public class SimulatedCardTest {
 
     private static SimulatedCard probeWith(int value) {
-        SimulatedCard card = SimulatedCard.blank(Apdus.probeRole());
+        SimulatedCard card = SimulatedCard.blank(Apdus.probeRole(), CardProtocol.T1);
         assertEquals(Apdus.SW_OK, Apdus.sw(card.process(Apdus.SELECT_PROBE)));
         assertEquals(Apdus.SW_OK, Apdus.sw(card.process(Apdus.write(value))));
         return card;
@@ -75,13 +75,14 @@ public class SimulatedCardTest {
     @Test
     public void missingAppletClassIsReportedByName() {
         AppletRole ghost = AppletRole.parse("GHOST=keyload.applet.NoSuchApplet:F000000009");
-        IllegalStateException e = assertThrows(IllegalStateException.class, () -> SimulatedCard.blank(ghost));
+        IllegalStateException e = assertThrows(IllegalStateException.class,
+                () -> SimulatedCard.blank(ghost, CardProtocol.T1));
         assertTrue(e.getMessage(), e.getMessage().contains("keyload.applet.NoSuchApplet"));
     }
 
     @Test
     public void atrIsT1WithAValidCheckByte() {
-        byte[] atr = SimulatedCard.ATR;
+        byte[] atr = CardProtocol.T1.atr();
         assertEquals(0x3B, atr[0] & 0xFF);
         assertEquals("TD1 announces T=1 and no further interface bytes", 0x01, atr[2]);
         assertEquals("historical byte count", atr.length - 4, atr[1] & 0x0F);

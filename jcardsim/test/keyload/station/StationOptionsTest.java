@@ -17,9 +17,20 @@ public class StationOptionsTest {
                 "--reader", "35965=EMPTY");
         assertEquals("127.0.0.1", options.vpcdHost());
         assertEquals(35990, options.controlPort());
-        assertEquals(List.of(35963, 35964, 35965), List.copyOf(options.readerRoles().keySet()));
+        assertEquals(List.of(35963, 35964, 35965), List.copyOf(options.readers().keySet()));
         assertEquals("keyload.applet.EiApplet", options.roles().lookup("EI").appletClassName());
         assertArrayEquals(HexFormat.of().parseHex("F04B45594C4F414401"), options.roles().lookup("AS").aid());
+    }
+
+    @Test
+    public void readersMayNameTheProtocolOfTheirCards() {
+        StationOptions options = StationOptions.parse("--reader", "35963=AS:T0", "--reader", "35964=ei:t1",
+                "--reader", "35965=EI", "--reader", "35966=EMPTY:T0");
+        assertEquals(List.of(new ReaderSpec("AS", CardProtocol.T0), new ReaderSpec("ei", CardProtocol.T1),
+                new ReaderSpec("EI", CardProtocol.T1), new ReaderSpec("EMPTY", CardProtocol.T0)),
+                List.copyOf(options.readers().values()));
+        assertMessage("T0 or T1", () -> StationOptions.parse("--reader", "1=AS:T2"));
+        assertMessage("without a role", () -> StationOptions.parse("--reader", "1=:T0"));
     }
 
     @Test

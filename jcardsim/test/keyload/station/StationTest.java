@@ -96,7 +96,7 @@ public class StationTest {
 
     @Test
     public void statusListsEveryReaderInOrder() throws IOException {
-        assertEquals(SimulatedCard.ATR.length, card.atr().length);
+        assertEquals(CardProtocol.T1.atr().length, card.atr().length);
         selectAndWrite(1);
         assertEquals(List.of(vpcd.port() + " PROBE connected 2", emptyReaderVpcd.port() + " EMPTY removed 0", "OK"),
                 control.call("status"));
@@ -119,7 +119,7 @@ public class StationTest {
 
     @Test
     public void answersTheAtrOnRequest() throws IOException {
-        assertArrayEquals(SimulatedCard.ATR, card.atr());
+        assertArrayEquals(CardProtocol.T1.atr(), card.atr());
     }
 
     @Test
