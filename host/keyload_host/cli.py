@@ -745,3 +745,36 @@ def pull(reader: str, nth_apdu: int, when: str) -> None:
     """
     with _station() as station:
         station.pull(reader, nth_apdu, when=when)
+
+
+# ------------------------------------------------------------------------------ bench
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Directory for performance.json and performance.png (the plot needs matplotlib).",
+)
+@click.option("--quick", is_flag=True, help="A smoke run of a few cards: seconds, not minutes.")
+def bench(out: Path, quick: bool) -> None:
+    """Benchmark personalize on the simulated station.
+
+    Starts its own station (stop any running one first) and measures APDU round trips (against
+    jCardSim's stock bridge), APDUs per card and per key, cards per second for 1 to 500 EI
+    cards with the time split into host, PC/SC stack and card, the host overhead against a
+    minimal pyscard loop, and throughput against the number of EI readers. Prints a table and
+    writes the figures; docs/PERFORMANCE.md explains them. The full run takes about ten minutes.
+    """
+    from . import bench as benchmark
+    from . import bench_report
+
+    options = benchmark.QUICK if quick else benchmark.BenchOptions()
+    report = benchmark.run(options, progress=lambda message: click.echo(f"== {message}", err=True))
+    click.echo(bench_report.format_report(report))
+    json_path, png_path = bench_report.write(report, out)
+    click.echo(f"wrote {json_path}" + (f" and {png_path}" if png_path else ""))
+    if png_path is None:
+        click.echo("no plot: matplotlib is missing (pip install -e '.[bench]')", err=True)

@@ -1,0 +1,343 @@
+"""keyload-host bench: how fast ``personalize`` runs on the simulated station, and why.
+
+One run starts the station (1 AS reader, up to 4 EI readers, 1 reader left empty for jCardSim's
+stock bridge), sets up an AS with three keys, and measures:
+
+1. the round trip of a trivial APDU (GET INFO to the EI applet) through pyscard, pcscd, vpcd and
+   our station, and through jCardSim's stock ``VSmartCard`` bridge with the same applet;
+2. the APDUs and bytes per card and per key of ``personalize``, against the method's floor (one
+   SELECT per card, three APDUs per key), measured by a floor run too;
+3. throughput of ``personalize`` for growing numbers of EI cards, time per card split into host,
+   PC/SC stack and card-side time;
+4. the host overhead ratio: wall time of ``personalize`` over the sum of the raw round trips of
+   the same APDUs sent by a minimal pyscard loop;
+5. throughput against the number of EI readers.
+
+It prints a table and writes ``performance.json`` (and ``performance.png`` when matplotlib is
+installed) into the output directory. Only counts and times are reported, never a key or the PIN.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import station
+from .audit import AuditLog
+from .bench_cards import KEYS, benchmark_secrets, set_up_as
+from .bench_raw import GET_INFO_COMMAND, BenchError, raw_cards, round_trips, select_command
+from .bench_runs import Rig, floor_round, overhead, personalize_round, series
+from .bench_stock import stock_bridge_card
+from .bench_timing import Exchange, Tally
+from .protocol import AID_EI, Ins
+from .transport import Pcsc
+
+FLOOR_PER_KEY = 3
+"""GET CHALLENGE, EXPORT KEY, IMPORT KEY."""
+FLOOR_PER_CARD = 1 + FLOOR_PER_KEY * len(KEYS)
+"""One SELECT of the EI, then three APDUs per key."""
+SPEEDUP_TARGET = 50.0
+OVERHEAD_TARGET = 1.5
+FLAT_TOLERANCE = 0.10
+"""Time per card at the largest N may exceed that at N = 10 by this fraction and count as flat."""
+FLAT_FROM = 10
+PERCENTILE_95 = 19
+"""Index of the 95th percentile among ``statistics.quantiles(n=20)``."""
+EI_APPLET_CLASS = "keyload.applet.EiApplet"
+AS_ROLE, EI_ROLE, EMPTY_ROLE = "AS", "EI", "EMPTY"
+MS = 1e3
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """How much to measure. The defaults are the full run documented in docs/PERFORMANCE.md."""
+
+    sizes: tuple[int, ...] = (1, 10, 100, 500)
+    """Numbers of EI cards for the throughput series."""
+    series_readers: int = 2
+    reader_counts: tuple[int, ...] = (1, 2, 4)
+    reader_cards: int = 24
+    overhead_cards: int = 20
+    floor_cards: int = 10
+    station_samples: int = 2000
+    stock_samples: int = 200
+    stock: bool = True
+    control_port: int = 35990
+    base_port: int = 35963
+
+    @property
+    def ei_readers(self) -> int:
+        return max(self.series_readers, *self.reader_counts)
+
+
+QUICK = BenchOptions(
+    sizes=(1, 2),
+    reader_counts=(1, 2),
+    reader_cards=2,
+    overhead_cards=2,
+    floor_cards=2,
+    station_samples=200,
+    stock_samples=10,
+)
+"""The smoke run: every measurement, a few cards each; seconds instead of minutes."""
+
+
+def _roles(options: BenchOptions) -> list[str]:
+    return [AS_ROLE, *[EI_ROLE] * options.ei_readers, EMPTY_ROLE]
+
+
+def _latency(samples: Sequence[float]) -> dict[str, float]:
+    return {
+        "samples": len(samples),
+        "median_ms": statistics.median(samples) * MS,
+        "p95_ms": statistics.quantiles(samples, n=20, method="inclusive")[PERCENTILE_95 - 1] * MS,
+    }
+
+
+def _round_trips(
+    options: BenchOptions, ei_reader: str, stock_index: int, workdir: Path
+) -> dict[str, Any]:
+    with raw_cards([ei_reader]) as cards:
+        card = cards[ei_reader]
+        card.command(select_command(AID_EI))
+        result: dict[str, Any] = {
+            "command": "GET INFO to the EI applet",
+            "station": _latency(round_trips(card, GET_INFO_COMMAND, options.station_samples)),
+        }
+    if options.stock:
+        port = options.base_port + stock_index
+        reader = station.reader_name(stock_index)
+        with stock_bridge_card(reader, port, EI_APPLET_CLASS, AID_EI, workdir) as card:
+            result["stock"] = _latency(round_trips(card, GET_INFO_COMMAND, options.stock_samples))
+        result["speedup"] = result["stock"]["median_ms"] / result["station"]["median_ms"]
+    return result
+
+
+def _accounting(tally: Tally, as_reader: str) -> dict[str, Any]:
+    """APDUs and bytes per card and per key; the AS session (everything sent to the AS but
+    EXPORT KEY: SELECT, VERIFY, and for ``personalize`` LIST KEYS) counts per batch."""
+    cards, batches = tally.cards, len(tally.rounds)
+    per_card: list[Exchange] = []
+    per_batch: list[Exchange] = []
+    for exchange in tally.exchanges:
+        in_session = exchange.reader == as_reader and exchange.ins != Ins.EXPORT_KEY
+        (per_batch if in_session else per_card).append(exchange)
+
+    def counts(exchanges: list[Exchange], divisor: int) -> dict[str, Any]:
+        by_command: dict[str, float] = {}
+        for e in exchanges:
+            name = f"{e.command_name} ({'AS' if e.reader == as_reader else 'EI'})"
+            by_command[name] = by_command.get(name, 0) + 1 / divisor
+        return {
+            "apdus": len(exchanges) / divisor,
+            "bytes_sent": sum(e.sent for e in exchanges) / divisor,
+            "bytes_received": sum(e.received for e in exchanges) / divisor,
+            "commands": by_command,
+        }
+
+    card = counts(per_card, cards)
+    return {
+        "cards": cards,
+        "batches": batches,
+        "per_card": card,
+        "per_key": card["apdus"] / len(KEYS),
+        "per_batch": counts(per_batch, batches),
+        "ms_per_card": tally.per_card_ms("wall"),
+    }
+
+
+def _throughput(tally: Tally, readers: int) -> dict[str, Any]:
+    per_card_rounds = [r.wall / r.cards * MS for r in tally.rounds]
+    return {
+        "cards": tally.cards,
+        "readers": readers,
+        "rounds": len(tally.rounds),
+        "cards_per_second": tally.cards_per_second,
+        "ms_per_card": tally.per_card_ms("wall"),
+        "median_round_ms_per_card": statistics.median(per_card_rounds),
+        "split_ms_per_card": {what: tally.per_card_ms(what) for what in ("host", "pcsc", "card")},
+        "apdus_per_card": sum(1 for _ in tally.exchanges) / tally.cards,
+    }
+
+
+def _overhead(tally: Tally, raw_seconds: float) -> dict[str, Any]:
+    wall = tally.total("wall")
+    connect = tally.total("connect")
+    return {
+        "cards": tally.cards,
+        "wall_s": wall,
+        "raw_round_trips_s": raw_seconds,
+        "connect_disconnect_s": connect,
+        "ratio": wall / raw_seconds,
+        "ratio_without_connect": (wall - connect) / raw_seconds,
+    }
+
+
+def _flatness(throughput: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Time per card at the largest N against N = 10 (or the smallest N from 10 up)."""
+    large = [row for row in throughput if row["cards"] >= FLAT_FROM]
+    if len(large) < 2:
+        return None
+    first, last = large[0], large[-1]
+    growth = last["ms_per_card"] / first["ms_per_card"] - 1
+    return {"from_cards": first["cards"], "to_cards": last["cards"], "growth": growth}
+
+
+def _targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    apdus = report["apdus"]
+    per_key_loads = sum(
+        count
+        for name, count in apdus["with_checks"]["per_card"]["commands"].items()
+        if name.split(" (")[0] in ("GET CHALLENGE", "EXPORT KEY", "IMPORT KEY")
+    ) / len(KEYS)
+    rows = [
+        {
+            "target": f"APDUs per key = {FLOOR_PER_KEY}",
+            "value": f"{per_key_loads:g}",
+            "met": per_key_loads == FLOOR_PER_KEY,
+        },
+        {
+            "target": f"APDUs per card = {FLOOR_PER_CARD} (1 SELECT + {FLOOR_PER_KEY} per key)",
+            "value": (
+                f"personalize {apdus['with_checks']['per_card']['apdus']:g}, "
+                f"floor run {apdus['floor']['per_card']['apdus']:g}"
+            ),
+            "met": apdus["with_checks"]["per_card"]["apdus"] == FLOOR_PER_CARD,
+        },
+    ]
+    speedup = report["round_trip"].get("speedup")
+    if speedup is not None:
+        rows.append(
+            {
+                "target": f"station >= {SPEEDUP_TARGET:g}x faster than the stock bridge",
+                "value": f"{speedup:.0f}x",
+                "met": speedup >= SPEEDUP_TARGET,
+            }
+        )
+    ratio = report["host_overhead"]["ratio"]
+    rows.append(
+        {
+            "target": f"host overhead ratio <= {OVERHEAD_TARGET:g}",
+            "value": f"{ratio:.2f}",
+            "met": ratio <= OVERHEAD_TARGET,
+        }
+    )
+    flat = report["flatness"]
+    if flat is not None:
+        rows.append(
+            {
+                "target": f"time per card flat (within {FLAT_TOLERANCE:.0%}) from "
+                f"N = {flat['from_cards']} to N = {flat['to_cards']}",
+                "value": f"{flat['growth']:+.1%}",
+                "met": flat["growth"] <= FLAT_TOLERANCE,
+            }
+        )
+    return rows
+
+
+def _command_output(command: Sequence[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """What the figures depend on: CPU, cores, memory, OS, the runtimes and pcsc-lite."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        memory_kb = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal:")
+        )
+    except (OSError, StopIteration, ValueError):
+        memory_kb = 0
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kb / 2**20, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "java": _command_output(["java", "-version"]),
+        "pcscd": _command_output(["pcscd", "--version"]),
+    }
+
+
+def run(options: BenchOptions, progress: Progress = lambda _message: None) -> dict[str, Any]:
+    """Start the station, measure everything, stop it; the report as a JSON-ready dict."""
+    if station.status().running:
+        raise BenchError(
+            "a simulated station is already running; the benchmark starts its own: "
+            "stop it first (keyload-host sim down)"
+        )
+    roles = _roles(options)
+    readers = [station.reader_name(index) for index in range(len(roles))]
+    as_reader, ei_readers = readers[0], readers[1 : 1 + options.ei_readers]
+    progress(f"starting the station: {' '.join(roles)}")
+    station.up(roles, control_port=options.control_port, base_port=options.base_port)
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="keyload-bench-") as work,
+            benchmark_secrets() as values,
+            Pcsc() as pcsc,
+            AuditLog(Path(work) / "audit.jsonl") as audit,
+        ):
+            workdir = Path(work)
+            set_up_as(pcsc, as_reader, values)
+            rig = Rig(pcsc, values, as_reader, options.control_port, audit)
+            report: dict[str, Any] = {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": machine(),
+                "options": asdict(options),
+            }
+            progress("round trips of a trivial APDU: station, then jCardSim's stock bridge")
+            report["round_trip"] = _round_trips(options, ei_readers[0], len(roles) - 1, workdir)
+            series_readers = ei_readers[: options.series_readers]
+            report["throughput"] = []
+            with_checks = Tally()
+            for size in options.sizes:
+                progress(f"personalize: {size} EI card(s) through {len(series_readers)} reader(s)")
+                tally = series(rig, series_readers, size, personalize_round)
+                with_checks.rounds += tally.rounds
+                report["throughput"].append(_throughput(tally, len(series_readers)))
+            progress(f"floor run: {options.floor_cards} EI cards, no checks")
+            floor = series(rig, series_readers, options.floor_cards, floor_round)
+            report["apdus"] = {
+                "keys": len(KEYS),
+                "floor_per_card": FLOOR_PER_CARD,
+                "floor_per_key": FLOOR_PER_KEY,
+                "with_checks": _accounting(with_checks, as_reader),
+                "floor": _accounting(floor, as_reader),
+            }
+            progress(f"host overhead: {options.overhead_cards} EI cards, each load replayed raw")
+            report["host_overhead"] = _overhead(
+                *overhead(rig, series_readers, options.overhead_cards)
+            )
+            report["readers"] = []
+            for count in options.reader_counts:
+                progress(f"readers: {options.reader_cards} EI cards through {count} reader(s)")
+                tally = series(rig, ei_readers[:count], options.reader_cards, personalize_round)
+                report["readers"].append(_throughput(tally, count))
+            report["swap_ms_median"] = statistics.median(rig.swap_seconds) * MS
+    finally:
+        station.down()
+    report["flatness"] = _flatness(report["throughput"])
+    report["targets"] = _targets(report)
+    return report
