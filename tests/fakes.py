@@ -257,6 +257,7 @@ class FakeTransport:
 
     reader: str
     applet: FakeApplet | None
+    protocol: str = "T=1"
     stats: TransportStats = field(default_factory=TransportStats)
     sent: list[bytes] = field(default_factory=list)
     remove_at: int | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
+import shlex
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,3 +317,19 @@ def test_the_t1_ei_took_no_t0_path(personalized: Personalized) -> None:
 
 def test_no_secret_in_any_output(personalized: Personalized) -> None:
     assert leaked("\n".join(personalized.outputs), personalized.secrets) == []
+
+
+def test_doctor_sees_the_protocols_and_the_finished_job(personalized: Personalized) -> None:
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    rows = {
+        shlex.split(line)[0]: shlex.split(line)[1:]
+        for line in result.output.splitlines()
+        if line.startswith("'keyload station")
+    }
+    assert sorted(rows) == sorted((AS_READER, *EI_READERS))
+    for reader, row in rows.items():
+        role = "AS" if reader == AS_READER else "EI"
+        protocol = "T=0" if reader in T0_READERS else "T=1"
+        assert row[:4] == ["yes", protocol, role, "OPERATIONAL"]
+    assert "hold every key already" in result.output

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +25,8 @@ from .cards import AsCard, Card, EiCard, identify
 from .config import USAGE_SHORT, Load, check_loads, load_as_setup, load_ei_setup, load_job
 from .config import parse_load as parse_load_text
 from .config import parse_ref as parse_ref_text
+from .doctor import diagnose
+from .doctor import render as render_diagnosis
 from .errors import KeyloadError
 from .protocol import AUTH_DATA_MAX, AUTH_DATA_MIN, EXPORT_LIMIT_UNLIMITED, Info, KeyEntry, Role
 from .provisioning import SetupReport, setup_as, setup_ei
@@ -32,8 +35,12 @@ from .tables import format_table
 from .transport import Pcsc, PcscTransport, Transport
 
 READER_HELP = (
-    "Reader: its exact name, or a pattern (*, ?, [...]) that matches exactly one reader. "
-    "`keyload-host readers` lists them."
+    "Reader: its exact name (as `keyload-host readers` prints it, quotes included), or a pattern "
+    "that matches exactly one reader: * for any characters, ? for one, brackets literal."
+)
+PASTE_HINT = (
+    "Give a reader to --reader as shown (quotes included), or a pattern with * and ? that matches "
+    "only it, e.g. '*uTrust*00 00'."
 )
 
 
@@ -135,18 +142,20 @@ def readers() -> None:
     rows = []
     with Pcsc() as pcsc:
         for status in pcsc.readers():
+            name = shlex.quote(status.name)
             if not status.card_present:
-                rows.append([status.name, "no", "-", "-", "-", "-"])
+                rows.append([name, "no", "-", "-", "-", "-"])
                 continue
             try:
                 with pcsc.connect(status.name) as transport:
-                    rows.append([status.name, "yes", *_applet_row(transport)])
+                    rows.append([name, "yes", *_applet_row(transport)])
             except KeyloadError as error:
-                rows.append([status.name, "yes", f"unreadable: {error}", "-", "-", "-"])
+                rows.append([name, "yes", f"unreadable: {error}", "-", "-", "-"])
     if not rows:
         click.echo("No reader found. Is pcscd running, with a reader (or the station) attached?")
         return
     click.echo(format_table(["reader", "card", "applet", "state", "sn", "transport kcv"], rows))
+    click.echo(PASTE_HINT)
 
 
 def _info_dict(info: Info) -> dict[str, Any]:
@@ -223,6 +232,20 @@ def info(reader: str, as_json: bool) -> None:
     click.echo()
     rows = [_entry_row(entry, card.ROLE) for entry in entries]
     click.echo(format_table(_ENTRY_HEADERS[card.ROLE], rows) if rows else "no keys or slots")
+
+
+@main.command()
+def doctor() -> None:
+    """Check pcscd, readers and cards; say what to run next.
+
+    Read-only: lists every reader with its card, the applet it carries (AS, EI or none), its life
+    cycle, serial, transport key KCV and tries left. Each problem comes with its fix in one line,
+    then the next command to run. Exits 1 when something is wrong.
+    """
+    diagnosis = diagnose(Pcsc)
+    click.echo(render_diagnosis(diagnosis))
+    if not diagnosis.ok:
+        sys.exit(1)
 
 
 # ------------------------------------------------------------------------------ setup

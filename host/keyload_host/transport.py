@@ -3,17 +3,20 @@
 The thin layer is used instead of pyscard's object API because it hands back the PC/SC result
 codes, which is what tells a removed card from a busy reader or a stopped pcscd.
 
-Reader selection rule (one rule for every command): ``--reader`` is first compared with the
-exact reader names; if none is equal, it is read as an fnmatch-style, case-sensitive pattern
-(``*``, ``?``, ``[...]``) that must match exactly one reader. A name or pattern that matches no
-reader or several raises an error listing the readers present, so a command never silently talks
-to another reader. Exact names are tried first because real reader names may contain ``[``.
+Reader selection rule (one rule for every command): ``--reader``, without the blanks around it,
+is first compared with the exact reader names; if none is equal, it is read as a case-sensitive
+pattern where ``*`` stands for any characters and ``?`` for one, and every other character, ``[``
+and ``]`` included, stands for itself: real names carry brackets ("Identiv uTrust 3700 F [CCID
+Interface] (55041514307422) 00 00"), and read as a character class they would let the pasted name
+of an absent reader match a present one. The pattern must match exactly one reader. A name or
+pattern that matches no reader or several raises an error listing the readers present, so a
+command never silently talks to another reader.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,6 +35,7 @@ _PROTOCOL_NAMES = {scard.SCARD_PROTOCOL_T0: "T=0", scard.SCARD_PROTOCOL_T1: "T=1
 _CARD_GONE = {scard.SCARD_W_REMOVED_CARD, scard.SCARD_E_NO_SMARTCARD}
 _MAYBE_CARD_GONE = {scard.SCARD_E_NOT_TRANSACTED, scard.SCARD_E_READER_UNAVAILABLE}
 _NO_SERVICE = {scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED}
+_WILDCARDS = {"*": ".*", "?": "."}
 STATUS_WORD_LENGTH = 2
 REMOVAL_GRACE = 1.5
 """Seconds to wait for pcscd to notice a card removal after a failed exchange (vpcd readers are
@@ -116,11 +120,18 @@ def _quoted_list(names: Iterable[str]) -> str:
     return ", ".join(f"'{name}'" for name in names) if names else "none"
 
 
+def _reader_pattern(pattern: str) -> re.Pattern[str]:
+    """``*`` and ``?`` as wildcards, every other character literal."""
+    return re.compile("".join(_WILDCARDS.get(char, re.escape(char)) for char in pattern), re.DOTALL)
+
+
 def match_reader(pattern: str, names: Sequence[str]) -> str:
     """Apply the reader selection rule (see the module docstring) to the readers present."""
+    pattern = pattern.strip()
     if pattern in names:
         return pattern
-    matches = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+    regex = _reader_pattern(pattern)
+    matches = [name for name in names if regex.fullmatch(name)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
