@@ -100,7 +100,7 @@ def test_a_card_without_keyload_applet(fake_readers) -> None:
 
     fake_readers({AS_READER: ForeignCard(Role.AS)})
     result = doctor()
-    assert_not_ready(result, "holds no keyload applet", "--install keyload.cap --applet")
+    assert_not_ready(result, "holds no keyload applet", "--install build/cap/keyload.cap --applet")
     (fix,) = fix_lines(result.output)
     assert AID_AS.hex().upper() in fix and AID_EI.hex().upper() in fix
     assert f"gp -r {shlex.quote(AS_READER)}" in fix
@@ -264,3 +264,23 @@ def test_only_eis_ask_for_the_as(fake_readers) -> None:
     result = doctor()
     assert result.exit_code == 0
     assert "ready; next: insert the AS (master card)" in result.output
+
+
+def test_a_card_still_in_setup_is_left_out_of_the_job_with_a_note(fake_readers) -> None:
+    readers = ready_station()
+    readers[EI_READER_2] = FakeApplet(Role.EI, LifeCycle.SETUP, transport_key=None, pin=None)
+    fake_readers(readers)
+    result = doctor()
+    assert result.exit_code == 0, result.output
+    command = next_command(result.output)
+    assert command[:2] == ["keyload-host", "personalize"] and EI_READER_2 not in command
+    (note,) = [line for line in result.output.splitlines() if line.startswith("note: ")]
+    assert "is in SETUP" in note
+    assert f"keyload-host setup ei --reader {shlex.quote(EI_READER_2)}" in note
+
+
+def test_an_as_alone_asks_for_eis(fake_readers) -> None:
+    fake_readers({AS_READER: operational_as(), EI_READER_1: None})
+    result = doctor()
+    assert result.exit_code == 0
+    assert "ready; next: insert EI cards of this set" in result.output

@@ -46,11 +46,10 @@ FIX_UNREADABLE = (
 )
 FIX_BLOCKED_EI = (
     "set this card aside: it can never receive a key; to reuse the card, delete and reinstall "
-    f"the EI applet with gp and set it up again ({REAL_CARDS_DOC}, 'Start over')"
+    f"the EI applet with gp and set it up again ({REAL_CARDS_DOC} §9)"
 )
 FIX_PIN_BLOCKED = (
-    "this AS can export nothing any more: set up a new AS with the same keys "
-    f"({REAL_CARDS_DOC}, 'Start over')"
+    f"this AS can export nothing any more: set up a new AS with the same keys ({REAL_CARDS_DOC} §9)"
 )
 FIX_OTHER_SET = (
     "use an EI of this set, or the AS of the EI's set: an EI takes keys only from an AS with "
@@ -72,10 +71,10 @@ def quoted(reader: str) -> str:
 
 
 def _install_fix(reader: str) -> str:
-    gp = f"gp -r {quoted(reader)} --install keyload.cap --applet"
+    gp = f"gp -r {quoted(reader)} --install build/cap/keyload.cap --applet"
     return (
         f"if the card is blank, install an applet: `{gp} {AID_AS.hex().upper()}` for an AS, "
-        f"`{gp} {AID_EI.hex().upper()}` for an EI ({REAL_CARDS_DOC}, step 3); "
+        f"`{gp} {AID_EI.hex().upper()}` for an EI ({REAL_CARDS_DOC} §5); "
         "otherwise insert a keyload card"
     )
 
@@ -248,42 +247,63 @@ def _check_card(report: ReaderReport, findings: _Findings) -> None:
             )
 
 
+def _setup_command(report: ReaderReport) -> str:
+    assert report.info is not None
+    role = report.info.role.name.lower()
+    return (
+        f"keyload-host setup {role} --reader {quoted(report.name)} --config {role}.toml "
+        f"(in the secure room; `keyload-host setup {role} --help` shows the config)"
+    )
+
+
 def _next_step(reports: Sequence[ReaderReport], findings: _Findings) -> str:
-    """The command to run next when nothing stands in the way: set up, then personalize."""
-    for report in reports:
-        if report.info is not None and report.info.life_cycle == LifeCycle.SETUP:
-            role = report.info.role.name.lower()
-            return (
-                f"keyload-host setup {role} --reader {quoted(report.name)} --config {role}.toml"
-                " (in the secure room; `keyload-host setup "
-                f"{role} --help` shows the config)"
-            )
+    """The command to run next when nothing stands in the way: personalize when an AS and EIs
+    of its set are ready (cards still in SETUP get a note), else set up, else insert cards."""
+    in_setup = [
+        report for report in reports if report.info and report.info.life_cycle == LifeCycle.SETUP
+    ]
     masters = [
         report
         for report in reports
         if report.is_card(Role.AS, LifeCycle.OPERATIONAL) and report.info.tries_remaining
     ]
-    if not masters:
-        return f"insert the AS (master card) into a free reader, then run `{DOCTOR}` again"
-    master = masters[0]
     if len(masters) > 1:
         findings.notes.append(
             f"{len(masters)} AS cards are in: personalize uses the one given with --as-reader"
         )
-    eis = [
-        _ei_state(report) for report in reports if report.is_card(Role.EI, LifeCycle.OPERATIONAL)
-    ]
+    personalize = _personalize_command(masters[0], reports, findings) if masters else None
+    if personalize is not None:
+        findings.notes += [
+            f"{report.label} is in SETUP, not part of this job: {_setup_command(report)}"
+            for report in in_setup
+        ]
+        return personalize
+    if in_setup:
+        return _setup_command(in_setup[0])
+    if masters:
+        return f"insert EI cards of this set into the other readers, then run `{DOCTOR}` again"
+    return f"insert the AS (master card) into a free reader, then run `{DOCTOR}` again"
+
+
+def _personalize_command(
+    master: ReaderReport, reports: Sequence[ReaderReport], findings: _Findings
+) -> str | None:
+    """The personalize command for the master and the EIs of its set; None without such EIs.
+    EIs of another set are problems."""
     assert master.info is not None
     as_keys = {entry.ref: entry for entry in master.entries}
     same_set = []
-    for ei in eis:
+    for report in reports:
+        if not report.is_card(Role.EI, LifeCycle.OPERATIONAL):
+            continue
+        ei = _ei_state(report)
         other_set = check_ei(master.info, as_keys, ei, [])
         if other_set:
             findings.problems.append(Problem(other_set[0], FIX_OTHER_SET))
         else:
             same_set.append(ei)
     if not same_set:
-        return f"insert EI cards of this set into the other readers, then run `{DOCTOR}` again"
+        return None
     return _personalize_step(master, as_keys, same_set, findings)
 
 
