@@ -21,6 +21,7 @@ from keyload_host.apdu import Command, Response
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.protocol import (
     AES_BLOCK,
+    CHALLENGE_LENGTH,
     CLA_ISO,
     CLA_PROPRIETARY,
     EXPORT_LIMIT_UNLIMITED,
@@ -244,6 +245,7 @@ def proprietary(ins: Ins, data: bytes = b"", le: int | None = None) -> bytes:
 
 GET_INFO = command(CLA_PROPRIETARY, Ins.GET_INFO, le=LE_ANY)
 LIST_KEYS = command(CLA_PROPRIETARY, Ins.LIST_KEYS, le=LE_ANY)
+GET_CHALLENGE = command(CLA_ISO, Ins.GET_CHALLENGE, le=CHALLENGE_LENGTH)
 
 
 _FORGED_HEADER = bytes([KEY_BLOCK_FORMAT, 0x01, 16, Usage.AUTHENTICATE, 0, 1, 0, 0x03])
