@@ -17,6 +17,13 @@ public final class SimulatedCard {
     /** Status word "no precise diagnosis": what the card answers when the simulator itself fails. */
     static final byte[] SW_NO_PRECISE_DIAGNOSIS = {(byte) 0x6F, 0x00};
 
+    /** Status word "wrong length": what a card's runtime answers to a C-APDU of no ISO 7816-4 case. */
+    static final byte[] SW_WRONG_LENGTH = {0x67, 0x00};
+
+    private static final int HEADER_BYTES = 4;
+    private static final int OFFSET_LC = 4;
+    private static final int EXTENDED_LENGTH_BYTES = 3;
+
     /** jCardSim reads these when a RandomData object is made; a fixed seed would override "secure". */
     static final String RANDOM_SEED_PROPERTY = "com.licel.jcardsim.randomdata.seed";
     static final String RANDOM_SECURE_PROPERTY = "com.licel.jcardsim.randomdata.secure";
@@ -113,17 +120,49 @@ public final class SimulatedCard {
     }
 
     /**
-     * Runs one C-APDU on the applets and returns their R-APDU.
+     * Runs one C-APDU on the applets and returns their R-APDU; one of no ISO 7816-4 case gets 6700, as from
+     * a card's runtime.
      *
-     * <p>A card must never take the station down: anything the simulator throws (a malformed APDU, an
-     * applet error jCardSim does not map) becomes 6F00 and one log line without APDU data.
+     * <p>A card must never take the station down: anything the simulator throws (an applet error jCardSim
+     * does not map) becomes 6F00 and one log line without APDU data.
      */
     private byte[] execute(byte[] command) {
+        if (!isCommandCase(command)) {
+            return SW_WRONG_LENGTH.clone();
+        }
         try {
             return simulator.transmitCommand(command);
         } catch (Throwable t) { // deliberately everything, Errors from applet code included
             Log.event("card " + role.name() + ": simulator failed (" + t.getClass().getName() + "), answering 6F00");
             return SW_NO_PRECISE_DIAGNOSIS.clone();
         }
+    }
+
+    /**
+     * Whether {@code command} is one of the command cases of ISO 7816-4 (5.1): the 4-byte header alone, with
+     * Le, with Lc and data, or with Lc, data and Le, in the short or the extended form. jCardSim throws on
+     * anything else (a header cut short, an Lc promising more or fewer bytes than follow), which would come
+     * out as 6F00; a card's runtime refuses such a command with 6700 before any applet sees it.
+     */
+    static boolean isCommandCase(byte[] command) {
+        int length = command.length;
+        if (length <= HEADER_BYTES + 1) {
+            return length >= HEADER_BYTES; // case 1, short case 2
+        }
+        int lc = command[OFFSET_LC] & 0xFF;
+        if (lc != 0) {
+            int dataEnd = HEADER_BYTES + 1 + lc;
+            return length == dataEnd || length == dataEnd + 1; // short case 3, short case 4
+        }
+        int extendedHeader = HEADER_BYTES + EXTENDED_LENGTH_BYTES;
+        if (length == extendedHeader) {
+            return true; // extended case 2
+        }
+        if (length < extendedHeader) {
+            return false;
+        }
+        int extendedLc = (command[OFFSET_LC + 1] & 0xFF) << 8 | command[OFFSET_LC + 2] & 0xFF;
+        int dataEnd = extendedHeader + extendedLc;
+        return extendedLc != 0 && (length == dataEnd || length == dataEnd + 2); // extended case 3, 4
     }
 }

@@ -65,11 +65,25 @@ public class SimulatedCardTest {
     }
 
     @Test
-    public void simulatorFailureBecomes6F00AndTheCardGoesOn() {
+    public void malformedApduAnswers6700AndTheCardGoesOn() {
         SimulatedCard card = probeWith(0x33);
         byte[] malformed = {0x00, 0x01};
-        assertArrayEquals(new byte[] {0x6F, 0x00}, card.process(malformed));
+        assertArrayEquals(new byte[] {0x67, 0x00}, card.process(malformed));
         assertArrayEquals(new byte[] {0x33, 0x33, 0x33}, Apdus.data(card.process(Apdus.READ)));
+    }
+
+    @Test
+    public void commandCasesAreThoseOfIso7816() {
+        String[] cases = {"80100000", "8010000010", "80100000021122", "8010000002112200", "80100000000010",
+            "8010000000000111", "801000000000011101FF"};
+        String[] malformed = {"", "80", "801000", "80100000021122FF00", "801000000211", "801000000000",
+            "8010000000000211", "8010000000000011"};
+        for (String hex : cases) {
+            assertTrue(hex, SimulatedCard.isCommandCase(HexFormat.of().parseHex(hex)));
+        }
+        for (String hex : malformed) {
+            assertFalse(hex, SimulatedCard.isCommandCase(HexFormat.of().parseHex(hex)));
+        }
     }
 
     @Test

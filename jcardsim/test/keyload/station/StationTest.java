@@ -231,8 +231,8 @@ public class StationTest {
     }
 
     @Test
-    public void malformedApduAnswers6F00AndTheStationGoesOn() throws IOException {
-        assertArrayEquals(new byte[] {0x6F, 0x00}, card.transmit(new byte[] {0, 1, 2}));
+    public void malformedApduAnswers6700AndTheStationGoesOn() throws IOException {
+        assertArrayEquals(new byte[] {0x67, 0x00}, card.transmit(new byte[] {0, 1, 2}));
         assertEquals(Apdus.SW_OK, transmitSw(Apdus.SELECT_PROBE));
     }
 
