@@ -185,6 +185,13 @@ def _common_checks(card: int, own_ins: int, foreign_ins: tuple[int, ...]) -> lis
             card, "LIST-KEYS-P2", _header(CLA_PROPRIETARY, Ins.LIST_KEYS, 0, 1), SW.INCORRECT_P1P2
         ),
         Case(card, "LOCK-P1", _header(CLA_PROPRIETARY, Ins.LOCK, 0x80), SW.INCORRECT_P1P2),
+        # no ISO 7816-4 command case: the card's runtime refuses them before the applet
+        Case(card, "header-of-2", _header(CLA_PROPRIETARY, Ins.GET_INFO)[:2], SW.WRONG_LENGTH),
+        Case(card, "header-of-3", _header(CLA_PROPRIETARY, Ins.GET_INFO)[:3], SW.WRONG_LENGTH),
+        Case(card, "Lc-promises-more", bytes.fromhex("805000001011"), SW.WRONG_LENGTH),
+        Case(card, "Lc-promises-less", bytes.fromhex("8050000001112233"), SW.WRONG_LENGTH),
+        Case(card, "extended-Lc-cut", bytes.fromhex("805000000010"), SW.WRONG_LENGTH),
+        Case(card, "extended-Lc-more", bytes.fromhex("80500000000010" + "11" * 8), SW.WRONG_LENGTH),
     ]
 
 
