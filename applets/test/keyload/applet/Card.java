@@ -43,7 +43,8 @@ final class Card {
     private final Simulator simulator = new Simulator(runtime);
     private final AID aid;
 
-    private Card(byte[] aidBytes, Class<? extends Applet> appletClass) {
+    /** A card with {@code appletClass} installed at {@code aidBytes} (the tearing tests pass rewritten classes). */
+    Card(byte[] aidBytes, Class<? extends Applet> appletClass) {
         aid = new AID(aidBytes, (short) 0, (byte) aidBytes.length);
         // As a card's installer does: LV instance AID, LV control info, LV applet data.
         byte[] install = RefCrypto.concat(new byte[] {(byte) aidBytes.length}, aidBytes, new byte[] {0, 0});

@@ -1,0 +1,122 @@
+package keyload.tearing;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.util.Set;
+import javacard.framework.Applet;
+import org.objectweb.asm.ClassReader;
+import org.objectweb.asm.ClassVisitor;
+import org.objectweb.asm.ClassWriter;
+import org.objectweb.asm.MethodVisitor;
+import org.objectweb.asm.Opcodes;
+import org.objectweb.asm.Type;
+
+/**
+ * Loads the applet classes (package {@code keyload.applet}, from the class files the build made for the
+ * converter) with every persistent write routed through {@link PowerCut}. The rewriting happens here, in
+ * the test, so the applets themselves carry no test code: the CAP and the lint see the classes as built.
+ *
+ * <p>Everything else (the Java Card API of jCardSim, {@link PowerCut}) comes from the parent loader, so the
+ * test and the rewritten applets share one {@link PowerCut}.
+ */
+public final class TornAppletLoader extends ClassLoader {
+
+    private static final String APPLET_PACKAGE = "keyload.applet.";
+    private static final String HOOK = Type.getInternalName(PowerCut.class);
+    private static final String UTIL = "javacard/framework/Util";
+    private static final Set<String> UTIL_WRITES = Set.of("arrayCopy", "arrayCopyNonAtomic", "arrayFillNonAtomic",
+            "setShort");
+    private static final String CONSTRUCTOR = "<init>";
+
+    public TornAppletLoader() {
+        super(TornAppletLoader.class.getClassLoader());
+    }
+
+    /** The rewritten applet class of that name, e.g. {@code keyload.applet.EiApplet}. */
+    public Class<? extends Applet> applet(String name) {
+        try {
+            return loadClass(name).asSubclass(Applet.class);
+        } catch (ClassNotFoundException e) {
+            throw new IllegalStateException(name + " is not on the test classpath", e);
+        }
+    }
+
+    @Override
+    protected Class<?> loadClass(String name, boolean resolve) throws ClassNotFoundException {
+        if (!name.startsWith(APPLET_PACKAGE)) {
+            return super.loadClass(name, resolve);
+        }
+        synchronized (getClassLoadingLock(name)) {
+            Class<?> loaded = findLoadedClass(name);
+            if (loaded == null) {
+                byte[] rewritten = rewrite(classBytes(name));
+                loaded = defineClass(name, rewritten, 0, rewritten.length);
+            }
+            if (resolve) {
+                resolveClass(loaded);
+            }
+            return loaded;
+        }
+    }
+
+    private byte[] classBytes(String name) throws ClassNotFoundException {
+        try (InputStream in = getParent().getResourceAsStream(name.replace('.', '/') + ".class")) {
+            if (in == null) {
+                throw new ClassNotFoundException(name);
+            }
+            return in.readAllBytes();
+        } catch (IOException e) {
+            throw new ClassNotFoundException(name, e);
+        }
+    }
+
+    /** The class with its writes routed through the hook; stack shapes are unchanged, so are the frames. */
+    static byte[] rewrite(byte[] classFile) {
+        ClassReader reader = new ClassReader(classFile);
+        ClassWriter writer = new ClassWriter(reader, 0);
+        reader.accept(new ClassVisitor(Opcodes.ASM9, writer) {
+            @Override
+            public MethodVisitor visitMethod(int access, String name, String descriptor, String signature,
+                    String[] exceptions) {
+                MethodVisitor next = super.visitMethod(access, name, descriptor, signature, exceptions);
+                return new WriteRouter(next, CONSTRUCTOR.equals(name));
+            }
+        }, 0);
+        return writer.toByteArray();
+    }
+
+    /** Routes one method's writes through {@link PowerCut}. */
+    private static final class WriteRouter extends MethodVisitor {
+        private final boolean constructor;
+
+        WriteRouter(MethodVisitor next, boolean constructor) {
+            super(Opcodes.ASM9, next);
+            this.constructor = constructor;
+        }
+
+        @Override
+        public void visitInsn(int opcode) {
+            if (opcode == Opcodes.BASTORE) {
+                super.visitMethodInsn(Opcodes.INVOKESTATIC, HOOK, "bastore", "(Ljava/lang/Object;II)V", false);
+            } else if (opcode == Opcodes.SASTORE) {
+                super.visitMethodInsn(Opcodes.INVOKESTATIC, HOOK, "sastore", "([SII)V", false);
+            } else {
+                super.visitInsn(opcode);
+            }
+        }
+
+        @Override
+        public void visitFieldInsn(int opcode, String owner, String name, String descriptor) {
+            if (opcode == Opcodes.PUTFIELD && !constructor) {
+                super.visitMethodInsn(Opcodes.INVOKESTATIC, HOOK, "fieldWrite", "()V", false);
+            }
+            super.visitFieldInsn(opcode, owner, name, descriptor);
+        }
+
+        @Override
+        public void visitMethodInsn(int opcode, String owner, String name, String descriptor, boolean isInterface) {
+            boolean utilWrite = opcode == Opcodes.INVOKESTATIC && UTIL.equals(owner) && UTIL_WRITES.contains(name);
+            super.visitMethodInsn(opcode, utilWrite ? HOOK : owner, name, descriptor, isInterface);
+        }
+    }
+}
