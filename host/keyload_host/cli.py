@@ -550,10 +550,13 @@ def personalize(
             reader=as_card.reader,
             message=f"loads {' '.join(map(str, loads))} into {', '.join(ei_names)}",
         )
+        ended = False  # the session ran to its end, or Ctrl-C ended watch mode
         try:
             _run(pcsc, as_card, ei_names, loads, audit, read_pin, watch, results)
+            ended = True
         except KeyboardInterrupt:
             click.echo("Stopped.", err=True)
+            ended = True
         except workflow.AsUnavailableError as error:
             _summary(error.results)
             raise
@@ -561,7 +564,7 @@ def personalize(
             audit.record(
                 EVENT_SESSION_END,
                 reader=as_card.reader,
-                result="failed" if workflow.failed(results) else "ok",
+                result="ok" if ended and not workflow.failed(results) else "failed",
             )
     _summary(results)
     if workflow.failed(results):
