@@ -401,6 +401,8 @@ class _CardRun:
         return block
 
     def as_lost(self, message: str) -> NoReturn:
+        if self.imported:  # keys this EI took before the AS went: report them as any other
+            self.read_back()
         self.audit.record(EVENT_CARD_FAILED, reader=self.session.card.reader, message=message)
         raise AsUnavailableError(message, self.results)
 
