@@ -1,9 +1,10 @@
 """Pre-personalization: write a validated setup config into a card in SETUP, then check it.
 
-Every secret is read before the first command is sent, so that a missing key file or a wrong
-permission stops the setup before the card is half written. After writing, the card is read back
-(INFO and LIST KEYS) and every check value compared with the one computed here, because LOCK is
-irreversible and must only follow a setup that is known to be right.
+Every secret from a file or an environment variable is read before the first command is sent, so
+that a missing key file or a wrong permission stops the setup before anything reaches the card;
+secrets typed at a prompt are asked once the card is known to be in SETUP. After writing, the card
+is read back (INFO and LIST KEYS) and every check value compared with the one computed here,
+because LOCK is irreversible and must only follow a setup that is known to be right.
 """
 
 from __future__ import annotations
@@ -89,18 +90,44 @@ def _app_key_problem(entry: KeyEntry | None, config: AppKeyConfig, key: Secret) 
     return None
 
 
+SecretRequest = tuple[SecretSource, SecretKind, str]
+"""A secret a setup needs: where it is, what kind, and its label."""
+
+
+def read_secrets_around_state_check(
+    card: Card, requests: Sequence[SecretRequest], load: SecretLoader
+) -> list[Secret]:
+    """Read the secrets of ``requests`` (in their order) and check the card is in SETUP: files and
+    environment variables first, so that a bad one stops the setup before any command reaches
+    the card; prompts last, so that nobody types a key for a card that is locked already."""
+    read: dict[int, Secret] = {}
+    try:
+        for prompted in (False, True):
+            if prompted:
+                require_setup_state(card)
+            for index, (source, kind, label) in enumerate(requests):
+                if source.prompt == prompted:
+                    read[index] = load(source, kind, label, True)
+    except BaseException:
+        for secret in read.values():
+            secret.wipe()
+        raise
+    return [read[index] for index in range(len(requests))]
+
+
 def setup_as(card: AsCard, setup: AsSetup, load: SecretLoader) -> SetupReport:
     """Write transport key, PIN and application keys into an AS in SETUP, and read them back."""
-    require_setup_state(card)
-    transport_key = load(setup.transport_key, SecretKind.KEY, "transport key", True)
-    secrets = [transport_key]
+    requests: list[SecretRequest] = [
+        (setup.transport_key, SecretKind.KEY, "transport key"),
+        (setup.pin, SecretKind.PIN, "AS operator PIN"),
+        *(
+            (config.key, SecretKind.KEY, f"application key {config.ref:02X}")
+            for config in setup.keys
+        ),
+    ]
+    secrets = read_secrets_around_state_check(card, requests, load)
+    transport_key, pin, *keys = secrets
     try:
-        pin = load(setup.pin, SecretKind.PIN, "AS operator PIN", True)
-        secrets.append(pin)
-        keys = []
-        for config in setup.keys:
-            keys.append(load(config.key, SecretKind.KEY, f"application key {config.ref:02X}", True))
-            secrets.append(keys[-1])
         warnings = [
             f"key {config.ref:02X} is longer than the transport key: the AS will never export it"
             for config, key in zip(setup.keys, keys, strict=True)
@@ -153,8 +180,9 @@ def setup_as(card: AsCard, setup: AsSetup, load: SecretLoader) -> SetupReport:
 
 def setup_ei(card: EiCard, setup: EiSetup, load: SecretLoader) -> SetupReport:
     """Write transport key, serial, retry limit and slots into an EI in SETUP; read them back."""
-    require_setup_state(card)
-    with load(setup.transport_key, SecretKind.KEY, "transport key", True) as transport_key:
+    request = (setup.transport_key, SecretKind.KEY, "transport key")
+    (transport_key,) = read_secrets_around_state_check(card, [request], load)
+    with transport_key:
         warnings = [
             f"slot {slot.ref:02X} takes {slot.key_length}-byte keys, longer than the transport "
             "key: the AS will never export a key for it"
