@@ -357,6 +357,9 @@ def setup_ei_command(reader: str, config_path: Path, yes: bool) -> None:
 # ------------------------------------------------------------------------------ personalize
 
 
+PIN_LABEL = "AS operator PIN"
+
+
 def _pin_source(pin_env: str | None, pin_file: Path | None) -> SecretSource:
     if pin_env and pin_file:
         raise click.UsageError("give --pin-env or --pin-file, not both")
@@ -533,12 +536,19 @@ def personalize(
     if problems:
         raise click.UsageError("; ".join(problems))
     pin_source = _pin_source(pin_env, pin_file)
+    # A PIN file or variable is checked before any card is touched; only a prompt waits for the
+    # cards to be checked, so that nobody types the PIN for a batch that cannot run.
+    early_pin = None if pin_source.prompt else load_secret(pin_source, SecretKind.PIN, PIN_LABEL)
 
     def read_pin() -> Secret:
-        return load_secret(pin_source, SecretKind.PIN, "AS operator PIN")
+        if early_pin is not None:
+            return early_pin
+        return load_secret(pin_source, SecretKind.PIN, PIN_LABEL)
 
     results: list[workflow.LoadResult] = []
     with ExitStack() as stack:
+        if early_pin is not None:
+            stack.callback(early_pin.wipe)
         audit: AuditSink = (
             stack.enter_context(AuditLog(audit_path)) if audit_path else NullAuditLog()
         )
