@@ -152,9 +152,9 @@ class Bench:
             self._pcsc = None
 
     def fresh(self, index: int) -> None:
-        """A new blank card (SETUP) of the reader's role."""
+        """A new blank card (SETUP) of the reader's role, also into a reader a test left empty."""
         self.disconnect(index)
-        station.swap(self.readers[index])
+        station.swap(self.readers[index], self.roles[index])
 
     def power_cycle(self, index: int) -> None:
         """The card leaves the reader and comes back: a power loss, persistent state kept."""
