@@ -12,7 +12,12 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 
-SPLIT = (("host", "host (keyload)"), ("pcsc", "PC/SC stack"), ("card", "card (jCardSim)"))
+SPLIT = (
+    ("host", "host (keyload)"),
+    ("audit", "audit log (fsync)"),
+    ("pcsc", "PC/SC stack"),
+    ("card", "card (jCardSim)"),
+)
 FIGURE_SIZE = (12, 8.5)
 DPI = 110
 
@@ -54,7 +59,7 @@ def _split_bars(axes: Any, rows: list[dict[str, Any]], key: str, title: str) -> 
     axes.legend(fontsize=8)
 
 
-def _apdus(axes: Any, apdus: dict[str, Any]) -> None:
+def _apdus(axes: Any, apdus: dict[str, Any], keys: int) -> None:
     runs = [("personalize", apdus["with_checks"]), ("floor", apdus["floor"])]
     names = list(dict.fromkeys(name for _, run in runs for name in run["per_card"]["commands"]))
     left = [0.0] * len(runs)
@@ -63,15 +68,16 @@ def _apdus(axes: Any, apdus: dict[str, Any]) -> None:
         axes.barh([label for label, _ in runs], counts, left=left, label=name)
         left = [a + b for a, b in zip(left, counts, strict=True)]
     axes.axvline(apdus["floor_per_card"], color="black", linestyle="--", linewidth=1)
-    axes.set_xlabel(f"APDUs per EI card ({apdus['keys']} keys); dashed: the floor")
+    axes.set_xlabel(f"APDUs per EI card ({keys} keys); dashed: the floor")
     axes.set_title("2. APDUs per card by command")
-    axes.legend(fontsize=7, loc="lower right")
+    axes.set_xlim(0, apdus["floor_per_card"] * 1.6)
+    axes.legend(fontsize=7, loc="center right")
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
     figure, panels = plt.subplots(2, 2, figsize=FIGURE_SIZE)
     _round_trips(panels[0][0], report["round_trip"])
-    _apdus(panels[0][1], report["apdus"])
+    _apdus(panels[0][1], report["apdus"], report["keys"])
     _split_bars(panels[1][0], report["throughput"], "cards", "3. Time per card against N cards")
     panels[1][0].set_xlabel("EI cards personalized (N)")
     _split_bars(panels[1][1], report["readers"], "readers", "5. Time per card against readers")

@@ -35,6 +35,24 @@ GET_INFO_COMMAND = bytes(Command(CLA_PROPRIETARY, Ins.GET_INFO, le=LE_MAX).encod
 """The trivial APDU of the latency comparison: a few bytes of INFO, no crypto, no writes."""
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """One APDU of a recorded session: the reader, the command as sent and the response."""
+
+    reader: str
+    command: bytearray
+    """Wiped by ``wipe``: VERIFY carries the PIN."""
+    response: bytes
+
+
+Script = list[Recorded]
+
+
+def wipe(script: Script) -> None:
+    for recorded in script:
+        recorded.command[:] = bytes(len(recorded.command))
+
+
 class BenchError(KeyloadError):
     """The benchmark could not measure what it set out to (a card refused, a reader vanished)."""
 
@@ -101,8 +119,8 @@ def round_trips(card: RawCard, command: bytes, samples: int) -> list[float]:
     return [card.command(command)[1] for _ in range(samples)]
 
 
-def replay(cards: dict[str, RawCard], script: Sequence[tuple[str, bytes | bytearray]]) -> float:
-    """Send the ``(reader, command)`` script again; the sum of the round trips in seconds.
+def replay(cards: dict[str, RawCard], script: Script) -> float:
+    """Send the commands of the script again; the sum of the round trips in seconds.
 
     The script is what ``personalize`` sent to cards of the same serials, so every command is
     sent unchanged except for what a fresh card makes fresh: the challenge R in EXPORT KEY
@@ -112,8 +130,8 @@ def replay(cards: dict[str, RawCard], script: Sequence[tuple[str, bytes | bytear
     total = 0.0
     challenge = b""
     block = b""
-    for reader, recorded in script:
-        command = bytearray(recorded)
+    for recorded in script:
+        command = bytearray(recorded.command)
         ins = command[1]
         if ins == Ins.EXPORT_KEY:
             command[EXPORT_CHALLENGE_OFFSET : EXPORT_CHALLENGE_OFFSET + CHALLENGE_LENGTH] = (
@@ -121,7 +139,7 @@ def replay(cards: dict[str, RawCard], script: Sequence[tuple[str, bytes | bytear
             )
         elif ins == Ins.IMPORT_KEY:
             command[APDU_HEADER_LENGTH:] = block
-        data, seconds = cards[reader].command(command)
+        data, seconds = cards[recorded.reader].command(command)
         command[:] = bytes(len(command))
         total += seconds
         if ins == Ins.GET_CHALLENGE:

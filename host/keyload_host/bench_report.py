@@ -4,22 +4,34 @@ matplotlib is installed (``pip install -e '.[bench]'``)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .bench_timing import SHARES
 from .tables import format_table
 
 REPORT_NAME = "performance.json"
 PLOT_NAME = "performance.png"
+BRIDGES = (("keyload station", "station"), ("jCardSim VSmartCard (stock)", "stock"))
+RUNS = (("personalize (with checks)", "with_checks"), ("floor run", "floor"))
+SHARE_HEADERS = {"host": "host", "audit": "audit", "pcsc": "pc/sc", "card": "card"}
+THROUGHPUT_HEADERS = [
+    "cards",
+    "readers",
+    "cards/s",
+    "ms/card",
+    "median",
+    *SHARE_HEADERS.values(),
+    "apdus/card",
+]
 
 
 def _ms(value: float) -> str:
     return f"{value:.3f}" if value < 1 else f"{value:.2f}"
 
 
-def _latency_rows(round_trip: dict[str, Any]) -> list[list[str]]:
-    bridges = [("keyload station", "station"), ("jCardSim VSmartCard (stock)", "stock")]
+def _latency_rows(round_trip: dict[str, Any]) -> list[list[object]]:
     return [
         [
             label,
@@ -27,21 +39,22 @@ def _latency_rows(round_trip: dict[str, Any]) -> list[list[str]]:
             _ms(round_trip[key]["median_ms"]),
             _ms(round_trip[key]["p95_ms"]),
         ]
-        for label, key in bridges
+        for label, key in BRIDGES
         if key in round_trip
     ]
 
 
 def _apdu_rows(apdus: dict[str, Any]) -> list[list[str]]:
     rows = []
-    for label, key in (("personalize (with checks)", "with_checks"), ("floor run", "floor")):
+    for label, key in RUNS:
         run = apdus[key]
         card, batch = run["per_card"], run["per_batch"]
         rows.append(
             [
                 label,
                 f"{card['apdus']:g}",
-                f"{run['per_key']:.2f}",
+                f"{run['load_apdus_per_key']:g}",
+                f"{run['apdus_per_key']:.2f}",
                 f"{card['bytes_sent']:.0f}/{card['bytes_received']:.0f}",
                 f"{batch['apdus']:g}",
                 _ms(run["ms_per_card"]),
@@ -50,14 +63,18 @@ def _apdu_rows(apdus: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def _command_rows(apdus: dict[str, Any]) -> list[list[str]]:
-    checked = apdus["with_checks"]["per_card"]["commands"]
-    floor = apdus["floor"]["per_card"]["commands"]
-    names = list(dict.fromkeys([*checked, *floor]))
-    return [[name, f"{checked.get(name, 0):g}", f"{floor.get(name, 0):g}"] for name in names]
+def _command_rows(apdus: dict[str, Any]) -> Iterator[list[str]]:
+    runs = [apdus[key] for _, key in RUNS]
+    for scope in ("per_card", "per_batch"):
+        names = list(dict.fromkeys(name for run in runs for name in run[scope]["commands"]))
+        yield from (
+            [f"{name}, {scope.replace('_', ' ')}"]
+            + [f"{run[scope]['commands'].get(name, 0):g}" for run in runs]
+            for name in names
+        )
 
 
-def _throughput_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+def _throughput_rows(rows: Sequence[dict[str, Any]]) -> list[list[object]]:
     return [
         [
             row["cards"],
@@ -65,33 +82,37 @@ def _throughput_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
             f"{row['cards_per_second']:.1f}",
             _ms(row["ms_per_card"]),
             _ms(row["median_round_ms_per_card"]),
-            _ms(row["split_ms_per_card"]["host"]),
-            _ms(row["split_ms_per_card"]["pcsc"]),
-            _ms(row["split_ms_per_card"]["card"]),
+            *(_ms(row["split_ms_per_card"][share]) for share in SHARES),
             f"{row['apdus_per_card']:g}",
         ]
         for row in rows
     ]
 
 
-_THROUGHPUT_HEADERS = [
-    "cards",
-    "readers",
-    "cards/s",
-    "ms/card",
-    "median",
-    "host",
-    "pc/sc",
-    "card",
-    "apdus/card",
-]
+def _overhead_lines(overhead: dict[str, Any]) -> list[str]:
+    cards = overhead["cards"]
+
+    def per_card(seconds: float) -> str:
+        return f"{seconds / cards * 1e3:.2f} ms/card"
+
+    return [
+        f"personalize: {per_card(overhead['wall_s'])} wall, of which the audit log "
+        f"{per_card(overhead['audit_s'])}, connecting and disconnecting the cards "
+        f"{per_card(overhead['connect_disconnect_s'])}, keyload's own work "
+        f"{per_card(overhead['host_s'])}",
+        f"the same APDUs through a minimal pyscard loop: {per_card(overhead['raw_round_trips_s'])}",
+        f"personalize on the recorded responses, without I/O (the host alone): "
+        f"{per_card(overhead['host_alone_s'])}",
+        f"ratio {overhead['ratio']:.2f}; without the audit log "
+        f"{overhead['ratio_without_audit']:.2f}; without it and the connections "
+        f"{overhead['ratio_without_audit_and_connect']:.2f}",
+    ]
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The whole report as the terminal shows it."""
     machine = report["machine"]
     round_trip = report["round_trip"]
-    overhead = report["host_overhead"]
     apdus = report["apdus"]
     parts = [
         f"keyload benchmark, {report['date']}: {machine['cpu']}, {machine['cores']} cores, "
@@ -105,25 +126,31 @@ def format_report(report: dict[str, Any]) -> str:
         parts.append(f"the station is {round_trip['speedup']:.0f}x faster than the stock bridge")
     parts += [
         "",
-        f"2. APDUs per EI card with {apdus['keys']} keys "
-        f"(floor: {apdus['floor_per_card']} per card, {apdus['floor_per_key']} per key)",
+        f"2. APDUs per EI card with {report['keys']} keys (floor: {apdus['floor_per_card']} per "
+        f"card, {apdus['floor_per_key']} per key); the AS session counts per batch",
         format_table(
-            ["run", "apdus/card", "apdus/key", "bytes out/in per card", "apdus/batch", "ms/card"],
+            [
+                "run",
+                "apdus/card",
+                "load apdus/key",
+                "apdus/key",
+                "bytes out/in per card",
+                "apdus/batch",
+                "ms/card",
+            ],
             _apdu_rows(apdus),
         ),
-        format_table(["command per card", "personalize", "floor"], _command_rows(apdus)),
+        format_table(["command", "personalize", "floor"], list(_command_rows(apdus))),
         "",
-        "3. Throughput of personalize (ms per card: mean, median round, and the mean split)",
-        format_table(_THROUGHPUT_HEADERS, _throughput_rows(report["throughput"])),
+        "3. Throughput of personalize; ms per card: mean, median round, mean split",
+        format_table(THROUGHPUT_HEADERS, _throughput_rows(report["throughput"])),
         "",
-        f"4. Host overhead: personalize {overhead['wall_s'] * 1e3:.1f} ms wall for "
-        f"{overhead['cards']} cards, the same APDUs raw {overhead['raw_round_trips_s'] * 1e3:.1f} "
-        f"ms: ratio {overhead['ratio']:.2f} ({overhead['ratio_without_connect']:.2f} without "
-        f"connecting and disconnecting the cards, {overhead['connect_disconnect_s'] * 1e3:.1f} ms)",
+        "4. Host overhead",
+        *_overhead_lines(report["host_overhead"]),
         "",
         "5. Throughput against the number of EI readers",
-        format_table(_THROUGHPUT_HEADERS, _throughput_rows(report["readers"])),
-        f"(a card swap takes the station and pcscd {report['swap_ms_median']:.0f} ms, not timed)",
+        format_table(THROUGHPUT_HEADERS, _throughput_rows(report["readers"])),
+        f"(a card swap takes the station and pcscd {report['swap_ms_median']:.0f} ms; not timed)",
         "",
         "Targets",
         format_table(

@@ -17,15 +17,22 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from . import station, workflow
-from .audit import AuditSink
+from .audit import AuditSink, NullAuditLog
 from .bench_cards import KEYS, LOADS, BenchSecrets, serial_number, set_up_ei
-from .bench_raw import BenchError, raw_cards, replay
-from .bench_timing import RecordingTransport, RoundTimes, Tally, card_seconds, timed_connection
+from .bench_raw import BenchError, Script, raw_cards, replay, wipe
+from .bench_timing import (
+    CannedTransport,
+    RecordingTransport,
+    RoundTimes,
+    Tally,
+    TimedAudit,
+    card_seconds,
+    timed_connection,
+)
 from .cards import AsCard, EiCard
 from .transport import Pcsc
 
 Body = Callable[[AsCard, list[EiCard]], None]
-Script = list[tuple[str, bytearray]]
 
 
 @dataclass
@@ -36,7 +43,7 @@ class Rig:
     values: BenchSecrets
     as_reader: str
     control_port: int
-    audit: AuditSink
+    audit: TimedAudit
     card_numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     swap_seconds: list[float] = field(default_factory=list)
     """How long each card swap took the station and pcscd (not part of any timed round)."""
@@ -59,6 +66,7 @@ def _timed_round(
     exchanges = []
     connecting: list[float] = []
     card_before = card_seconds(rig.control_port)
+    audit_before = rig.audit.seconds
     began = time.perf_counter()
     with ExitStack() as stack:
 
@@ -71,36 +79,68 @@ def _timed_round(
     wall = time.perf_counter() - began
     card = card_seconds(rig.control_port) - card_before
     transmit = sum(exchange.seconds for exchange in exchanges)
-    return RoundTimes(len(readers), wall, transmit, sum(connecting), card, exchanges)
+    audit = rig.audit.seconds - audit_before
+    return RoundTimes(len(readers), wall, transmit, sum(connecting), card, audit, exchanges)
+
+
+def _personalize(rig: Rig, as_card: AsCard, ei_cards: list[EiCard], audit: AuditSink) -> None:
+    """``workflow.run_batch`` as ``keyload-host personalize`` runs it; every key must load."""
+    results = workflow.run_batch(as_card, ei_cards, LOADS, audit, rig.values.pin)
+    failed = [result for result in results if result.outcome != workflow.Outcome.LOADED]
+    if failed or len(results) != len(LOADS) * len(ei_cards):
+        reasons = "; ".join(f"{r.serial} {r.load}: {r.reason}" for r in failed)
+        raise BenchError(f"personalize did not load every key: {reasons or 'keys missing'}")
 
 
 def personalize_round(rig: Rig, readers: Sequence[str], script: Script | None = None) -> RoundTimes:
-    """One timed ``personalize`` of the cards in ``readers``; every key must load."""
+    """One timed ``personalize`` of the cards in ``readers``."""
 
     def body(as_card: AsCard, ei_cards: list[EiCard]) -> None:
-        results = workflow.run_batch(as_card, ei_cards, LOADS, rig.audit, rig.values.pin)
-        failed = [result for result in results if result.outcome != workflow.Outcome.LOADED]
-        if failed or len(results) != len(LOADS) * len(ei_cards):
-            reasons = "; ".join(f"{r.serial} {r.load}: {r.reason}" for r in failed)
-            raise BenchError(f"personalize did not load every key: {reasons or 'keys missing'}")
+        _personalize(rig, as_card, ei_cards, rig.audit)
 
     return _timed_round(rig, readers, body, script)
+
+
+def host_alone(rig: Rig, readers: Sequence[str], script: Script) -> float:
+    """Seconds ``personalize`` takes on canned responses (a recorded round's, so that every
+    check passes), without I/O and without an audit log: the host's own work alone."""
+    as_card = AsCard(CannedTransport(rig.as_reader, script))
+    ei_cards = [EiCard(CannedTransport(reader, script)) for reader in readers]
+    began = time.perf_counter()
+    _personalize(rig, as_card, ei_cards, NullAuditLog())
+    return time.perf_counter() - began
+
+
+def _load_at_floor(rig: Rig, as_card: AsCard, ei_cards: list[EiCard], times: int = 1) -> None:
+    """SELECT and VERIFY on the AS; per EI one SELECT, then ``times`` over GET CHALLENGE,
+    EXPORT KEY, IMPORT KEY for every key. Nothing is checked: a refusal raises CardError."""
+    as_card.select()
+    with rig.values.pin() as pin:
+        as_card.verify_pin(pin.reveal())
+    for ei_card in ei_cards:
+        serial = ei_card.select().serial
+        for _ in range(times):
+            for key in KEYS:
+                challenge = ei_card.get_challenge()
+                ei_card.import_key(as_card.export_key(key.ref1, key.ref2, challenge, serial))
 
 
 def floor_round(rig: Rig, readers: Sequence[str]) -> RoundTimes:
     """One timed load at the method's floor: no preflight, no read-back, no audit."""
 
     def body(as_card: AsCard, ei_cards: list[EiCard]) -> None:
-        as_card.select()
-        with rig.values.pin() as pin:
-            as_card.verify_pin(pin.reveal())
-        for ei_card in ei_cards:
-            serial = ei_card.select().serial
-            for key in KEYS:
-                challenge = ei_card.get_challenge()
-                ei_card.import_key(as_card.export_key(key.ref1, key.ref2, challenge, serial))
+        _load_at_floor(rig, as_card, ei_cards)
 
     return _timed_round(rig, readers, body)
+
+
+def warm_up(rig: Rig, reader: str, times: int) -> None:
+    """Before anything is timed, let the JVM compile jCardSim's hot paths: one fresh EI, then
+    ``times`` loads of every key into it. An EI accepts a key of the version and check value it
+    already holds, without writing (PROTOCOL.md §4.3 step 9), so one card serves throughout."""
+    fresh_cards(rig, [reader])
+    with rig.pcsc.connect(rig.as_reader) as as_transport, rig.pcsc.connect(reader) as ei_transport:
+        _load_at_floor(rig, AsCard(as_transport), [EiCard(ei_transport)], times)
 
 
 def series(
@@ -115,11 +155,12 @@ def series(
     return tally
 
 
-def overhead(rig: Rig, readers: Sequence[str], cards: int) -> tuple[Tally, float]:
+def overhead(rig: Rig, readers: Sequence[str], cards: int) -> tuple[Tally, float, float]:
     """``personalize`` rounds, each followed by the replay of its APDUs through the minimal
-    pyscard loop to fresh cards of the same serials; the tally and the replays' seconds."""
+    pyscard loop to fresh cards of the same serials, and by a run of the host alone on the
+    recorded responses; the tally, the replays' and the host-alone runs' seconds."""
     tally = Tally()
-    raw = 0.0
+    raw = alone = 0.0
     while tally.cards < cards:
         batch = readers[: min(len(readers), cards - tally.cards)]
         serials = fresh_cards(rig, batch)
@@ -129,7 +170,7 @@ def overhead(rig: Rig, readers: Sequence[str], cards: int) -> tuple[Tally, float
             fresh_cards(rig, batch, serials)
             with raw_cards([rig.as_reader, *batch]) as cards_by_reader:
                 raw += replay(cards_by_reader, script)
+            alone += host_alone(rig, batch, script)
         finally:
-            for _reader, command in script:
-                command[:] = bytes(len(command))
-    return tally, raw
+            wipe(script)
+    return tally, raw, alone

@@ -1,25 +1,30 @@
 """Where the time of ``personalize`` goes: what the benchmark wraps around the host's own code.
 
-A round's wall time is split three ways. The **card** share is what the station measured inside
+A round's wall time is split four ways. The **card** share is what the station measured inside
 jCardSim (its ``TIMES`` control command, summed over every reader). The **PC/SC stack** share is
 the time spent in ``SCardTransmit``, ``SCardConnect`` and ``SCardDisconnect`` (pyscard, pcscd,
-vpcd and the station's socket) less the card share. The **host** share is the rest: keyload's
-own Python, its checks, the audit log.
+vpcd and the station's socket) less the card share. The **audit** share is the time spent writing
+audit records (one ``fsync`` each). The **host** share is the rest: keyload's own Python, its
+checks and bookkeeping.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import station
+from .audit import AuditSink
+from .bench_raw import Recorded, Script
 from .protocol import Ins
 from .transport import Pcsc, PcscTransport, TransportStats
 
 NANOS_PER_SECOND = 1e9
+SHARES = ("host", "audit", "pcsc", "card")
+"""The parts a round's wall time is split into (see ``RoundTimes``)."""
 
 
 @dataclass(frozen=True)
@@ -42,14 +47,10 @@ class Exchange:
 
 class RecordingTransport:
     """A ``Transport`` around a PC/SC connection that times every exchange and, when given a
-    script, keeps each command for ``bench_raw.replay`` (the caller wipes the script: VERIFY
-    carries the PIN)."""
+    script, keeps each command and response for a replay (the caller wipes the script)."""
 
     def __init__(
-        self,
-        inner: PcscTransport,
-        exchanges: list[Exchange],
-        script: list[tuple[str, bytearray]] | None = None,
+        self, inner: PcscTransport, exchanges: list[Exchange], script: Script | None = None
     ) -> None:
         self.inner = inner
         self.reader = inner.reader
@@ -63,7 +64,7 @@ class RecordingTransport:
         seconds = time.perf_counter() - began
         self.exchanges.append(Exchange(self.reader, apdu[1], len(apdu), len(response), seconds))
         if self.script is not None:
-            self.script.append((self.reader, bytearray(apdu)))
+            self.script.append(Recorded(self.reader, bytearray(apdu), response))
         return response
 
 
@@ -80,6 +81,35 @@ def timed_connection(pcsc: Pcsc, reader: str, seconds: list[float]) -> Iterator[
         began = time.perf_counter()
         transport.disconnect()
         seconds.append(time.perf_counter() - began)
+
+
+class CannedTransport:
+    """A ``Transport`` that answers the n-th command with the n-th response recorded for its
+    reader: the workflow runs as on the station, without any I/O, to time the host alone."""
+
+    def __init__(self, reader: str, script: Script) -> None:
+        self.reader = reader
+        self.stats = TransportStats()
+        self._responses = iter([r.response for r in script if r.reader == reader])
+
+    def transmit(self, apdu: bytes) -> bytes:
+        return next(self._responses)
+
+
+class TimedAudit:
+    """An ``AuditSink`` around the real one that adds up the time spent writing records, so
+    that the host share can tell keyload's own work from the audit log's ``fsync``."""
+
+    def __init__(self, inner: AuditSink) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+
+    def record(self, event: str, **fields: Any) -> dict[str, Any]:
+        began = time.perf_counter()
+        try:
+            return self.inner.record(event, **fields)
+        finally:
+            self.seconds += time.perf_counter() - began
 
 
 def card_seconds(control_port: int) -> float:
@@ -101,6 +131,7 @@ class RoundTimes:
     transmit: float
     connect: float
     card: float
+    audit: float
     exchanges: list[Exchange] = field(default_factory=list)
 
     @property
@@ -109,7 +140,8 @@ class RoundTimes:
 
     @property
     def host(self) -> float:
-        return self.wall - self.transmit - self.connect
+        """keyload's own work, the audit log excluded."""
+        return self.wall - self.transmit - self.connect - self.audit
 
 
 @dataclass
@@ -140,20 +172,5 @@ class Tally:
         return (exchange for r in self.rounds for exchange in r.exchanges)
 
     def split_ms(self) -> dict[str, float]:
-        """Mean time per card: wall, and its host / PC/SC stack / card split."""
-        return {what: self.per_card_ms(what) for what in ("wall", "host", "pcsc", "card")}
-
-
-def apdu_counts(exchanges: Iterable[Exchange], readers: Sequence[str]) -> dict[str, int]:
-    """Number of APDUs, bytes sent and received, over the exchanges with ``readers``."""
-    chosen = [exchange for exchange in exchanges if exchange.reader in readers]
-    return {
-        "apdus": len(chosen),
-        "bytes_sent": sum(exchange.sent for exchange in chosen),
-        "bytes_received": sum(exchange.received for exchange in chosen),
-    }
-
-
-def commands(exchanges: Iterable[Exchange]) -> Counter[str]:
-    """How often each command was sent."""
-    return Counter(exchange.command_name for exchange in exchanges)
+        """Mean time per card in each share of the wall time."""
+        return {what: self.per_card_ms(what) for what in SHARES}
