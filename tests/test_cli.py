@@ -395,7 +395,7 @@ def test_sim_commands_call_the_station(fake_station: FakeStation) -> None:
     run("sim", "reinsert", "R")
     run("sim", "down")
     assert fake_station.calls == [
-        ("up", ["AS", "EI", "EI"], 35990, 35963, 60.0),
+        ("up", ["AS", "EI", "EI"], 35990, None, 60.0),
         ("insert", "R", "EI"),
         ("swap", "R", None),
         ("pull", "R", 3, "after"),

@@ -7,6 +7,7 @@ build/applets/classes has no AsApplet; they refuse to disturb a station that is 
 
 from __future__ import annotations
 
+import socket
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -137,7 +138,8 @@ def test_up_brings_every_card_in_setup_state(started: Started, connect: Connect)
     assert [(s.name, s.role, s.state) for s in status.readers] == [
         (station.reader_name(i), role, "connected") for i, role in enumerate(ROLES)
     ]
-    assert [s.port for s in status.readers] == [35963, 35964, 35965]
+    first = status.readers[0].port
+    assert [s.port for s in status.readers] == [first, first + 1, first + 2]
     for reader_slot in status.readers:
         info = connect(reader_slot.name).select(AID_OF_ROLE[reader_slot.role])
         assert info.role == Role[reader_slot.role]
@@ -337,3 +339,13 @@ def scard_present(reader: str) -> bool:
         return bool(states[0][1] & scard.SCARD_STATE_PRESENT)
     finally:
         scard.SCardReleaseContext(context)
+
+
+def test_the_default_ports_skip_a_block_vpcd_could_not_listen_on() -> None:
+    first = station._free_port_block(3)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("", first + 2))
+        taken.listen()
+        second = station._free_port_block(3)
+    assert second >= first + station.READERS_PER_ENTRY
+    assert all(station._can_listen(port) for port in range(second, second + 3))

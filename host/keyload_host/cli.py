@@ -672,9 +672,9 @@ def sim() -> None:
 @click.option(
     "--base-port",
     type=int,
-    default=35963,
-    show_default=True,
-    help="First vpcd TCP port; the readers use consecutive ports.",
+    default=None,
+    help="First vpcd TCP port; the readers use consecutive ports. Default: the first free block"
+    " from 35963 when the station starts pcscd, else 35963.",
 )
 @click.option(
     "--timeout",
@@ -689,7 +689,7 @@ def sim() -> None:
     help="Make T=0 cards (ATR offering T=0 only, 61xx with GET RESPONSE, 6Cxx), like many SAMs.",
 )
 def up(
-    as_count: int, ei_count: int, control_port: int, base_port: int, timeout: float, t0: bool
+    as_count: int, ei_count: int, control_port: int, base_port: int | None, timeout: float, t0: bool
 ) -> None:
     """Start the station with AS and EI readers.
 

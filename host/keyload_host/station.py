@@ -49,6 +49,8 @@ PCSCD_PID_FILE = Path("/run/pcscd/pcscd.pid")
 PCSCD_DEFAULT_CONF_DIR = "/etc/reader.conf.d"
 VPCD_DRIVER_DIRS = ("/usr/lib/pcsc/drivers/serial", "/usr/lib/pcsc/drivers", "/usr/local/lib/pcsc")
 CONTROL_HOST = "127.0.0.1"
+DEFAULT_BASE_PORT = 35963
+PORT_SEARCH_SPAN = 200
 STATION_MAIN_CLASS = "keyload.station.Station"
 STATION_READY_LINE = b"READY"
 
@@ -129,7 +131,7 @@ def up(
     roles: Sequence[str] = ("AS", "EI"),
     *,
     control_port: int = 35990,
-    base_port: int = 35963,
+    base_port: int | None = None,
     timeout: float = 60.0,
 ) -> StationStatus:
     """Start the station with one reader per role and return its status once usable.
@@ -142,16 +144,20 @@ def up(
     no pcscd runs, starts the station and waits until every card is visible through PC/SC, all
     within ``timeout`` seconds. A station already up with the same roles and ports is left as
     it is; one up with others is an error (run ``down`` first).
+
+    ``base_port`` is the first vpcd port. By default the station takes the first block of free
+    ports from 35963 (Debian's vpcd default) when it starts pcscd itself: vpcd does not reuse a
+    port that a recent connection still holds in TIME_WAIT, so a pcscd stopped less than a minute
+    ago would otherwise keep the next one from listening. With a pcscd already running, the
+    default is 35963.
     """
     wanted = _checked_roles(roles)
     deadline = time.monotonic() + timeout
     previous = _load_run()
     if previous is not None:
         if _station_answers(previous):
-            if (previous.roles, previous.control_port, previous.base_port) == (
-                wanted,
-                control_port,
-                base_port,
+            if (previous.roles, previous.control_port) == (wanted, control_port) and (
+                base_port in (None, previous.base_port)
             ):
                 return status()
             raise StationError(
@@ -162,7 +168,7 @@ def up(
         down()  # a run that died: clean up what it left behind
     classpath = _station_classpath(deadline)
     readers = [reader_name(i) for i in range(len(wanted))]
-    pcscd_pid = _ensure_pcscd(readers, base_port, deadline)
+    pcscd_pid, base_port = _ensure_pcscd(readers, base_port, deadline)
     station = None
     try:
         station = _start_station(classpath, wanted, control_port, base_port)
@@ -419,12 +425,16 @@ def _not_seen_hint(pcscd_pid: int | None) -> str:
 # ------------------------------------------------------------------------------ pcscd
 
 
-def _ensure_pcscd(readers: Sequence[str], base_port: int, deadline: float) -> int | None:
-    """Starts pcscd with the station's readers if none runs; returns its pid, or None when a
-    running pcscd already has the readers."""
+def _ensure_pcscd(
+    readers: Sequence[str], base_port: int | None, deadline: float
+) -> tuple[int | None, int]:
+    """Starts pcscd with the station's readers if none runs. Returns its pid (None when a
+    running pcscd already has the readers) and the first vpcd port (see ``up``)."""
     known = _pcsc_readers()
     if known is None:
-        return _start_pcscd(readers, base_port, deadline)
+        if base_port is None:
+            base_port = _free_port_block(len(readers))
+        return _start_pcscd(readers, base_port, deadline), base_port
     missing = [name for name in readers if name not in known]
     if missing:
         raise StationError(
@@ -433,7 +443,30 @@ def _ensure_pcscd(readers: Sequence[str], base_port: int, deadline: float) -> in
             f"it) so that `keyload-host sim up` can start its own with the station's readers."
         )
     _check_foreign_vpcd_entries()
-    return None
+    return None, DEFAULT_BASE_PORT if base_port is None else base_port
+
+
+def _free_port_block(count: int) -> int:
+    """The first port from DEFAULT_BASE_PORT (in steps of one reader.conf entry) such that vpcd
+    can listen on it and the ``count - 1`` ports after it: bound here as vpcd binds, without
+    SO_REUSEADDR, so a port held in TIME_WAIT counts as taken."""
+    last_start = DEFAULT_BASE_PORT + PORT_SEARCH_SPAN - count
+    for start in range(DEFAULT_BASE_PORT, last_start + 1, READERS_PER_ENTRY):
+        if all(_can_listen(port) for port in range(start, start + count)):
+            return start
+    raise StationError(
+        f"no {count} free consecutive TCP ports for vpcd between {DEFAULT_BASE_PORT} and "
+        f"{DEFAULT_BASE_PORT + PORT_SEARCH_SPAN - 1}; wait a minute or pass a base port"
+    )
+
+
+def _can_listen(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("", port))
+        except OSError:
+            return False
+    return True
 
 
 def _check_foreign_vpcd_entries() -> None:
