@@ -112,6 +112,13 @@ public class AsStatusWordsTest {
     }
 
     @Test
+    public void aVerifyWithoutPinCostsATry() {
+        Card as = lockedAs();
+        refusedSpendingATry(as, 0x63C2, Hex.decode("00200081"));
+        assertEquals(2, as.info()[7]);
+    }
+
+    @Test
     public void pinVerificationEndsWithTheSelection() {
         Card as = lockedAs();
         Setup.verify(as, Setup.PIN);
