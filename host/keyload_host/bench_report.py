@@ -20,6 +20,7 @@ THROUGHPUT_HEADERS = [
     "cards",
     "readers",
     "cards/s",
+    "at median",
     "ms/card",
     "median",
     *SHARE_HEADERS.values(),
@@ -80,6 +81,7 @@ def _throughput_rows(rows: Sequence[dict[str, Any]]) -> list[list[object]]:
             row["cards"],
             row["readers"],
             f"{row['cards_per_second']:.1f}",
+            f"{1e3 / row['median_round_ms_per_card']:.1f}",
             _ms(row["ms_per_card"]),
             _ms(row["median_round_ms_per_card"]),
             *(_ms(row["split_ms_per_card"][share]) for share in SHARES),
@@ -100,7 +102,8 @@ def _overhead_lines(overhead: dict[str, Any]) -> list[str]:
         f"{per_card(overhead['audit_s'])}, connecting and disconnecting the cards "
         f"{per_card(overhead['connect_disconnect_s'])}, keyload's own work "
         f"{per_card(overhead['host_s'])}",
-        f"the same APDUs through a minimal pyscard loop: {per_card(overhead['raw_round_trips_s'])}",
+        f"its APDU round trips: {per_card(overhead['transmit_s'])}; the same APDUs through a "
+        f"minimal pyscard loop: {per_card(overhead['raw_round_trips_s'])}",
         f"personalize on the recorded responses, without I/O (the host alone): "
         f"{per_card(overhead['host_alone_s'])}",
         f"ratio {overhead['ratio']:.2f}; without the audit log "
@@ -142,7 +145,8 @@ def format_report(report: dict[str, Any]) -> str:
         ),
         format_table(["command", "personalize", "floor"], list(_command_rows(apdus))),
         "",
-        "3. Throughput of personalize; ms per card: mean, median round, mean split",
+        "3. Throughput of personalize: cards/s over the whole run and at the median round; "
+        "ms per card: mean, median round, and the mean's split",
         format_table(THROUGHPUT_HEADERS, _throughput_rows(report["throughput"])),
         "",
         "4. Host overhead",
