@@ -9,12 +9,9 @@ the modules stay independent and each can be run alone.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from keyload_host import crypto, station
 from keyload_host.apdu import Command, Response
@@ -43,9 +40,6 @@ from keyload_host.protocol import (
     parse_key_list,
 )
 from keyload_host.transport import Pcsc, PcscTransport
-
-REPO = Path(__file__).resolve().parents[1]
-AS_APPLET_CLASS = REPO / "build/applets/classes/keyload/applet/AsApplet.class"
 
 # Test secrets: they exist only on the simulated cards of this suite.
 TRANSPORT_KEY = bytes.fromhex("A0A1A2A3A4A5A6A7A8A9AAABACADAEAFB0B1B2B3B4B5B6B7B8B9BABBBCBDBEBF")
@@ -91,25 +85,6 @@ class SlotSpec:
 
 
 # ------------------------------------------------------------------------------ station
-
-
-@contextmanager
-def station_running(roles: Sequence[str]) -> Iterator[None]:
-    """The station with one reader per role, down again afterwards; skips when the applets are
-    not built or another station from this state directory is up (it would be disturbed)."""
-    if not AS_APPLET_CLASS.is_file():
-        pytest.skip(
-            f"the applets are not built ({AS_APPLET_CLASS} missing): run `ant compile-applets`"
-        )
-    if station.status().running:
-        pytest.skip(
-            "a station is already running; these tests would disturb it: `keyload-host sim down`"
-        )
-    station.up(roles)
-    try:
-        yield
-    finally:
-        station.down()
 
 
 class Bench:

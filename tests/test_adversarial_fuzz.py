@@ -44,7 +44,6 @@ from adversarial_support import (
     setup_as,
     setup_ei,
     snapshot,
-    station_running,
     verify_apdu,
 )
 from hypothesis import HealthCheck, given, note, seed, settings
@@ -64,6 +63,7 @@ from keyload_host.protocol import (
     Usage,
 )
 from keyload_host.transport import PcscTransport
+from station_support import station_running
 
 EXAMPLES_ENV = "KEYLOAD_FUZZ_EXAMPLES"
 SEED_ENV = "KEYLOAD_FUZZ_SEED"

@@ -28,7 +28,6 @@ from adversarial_support import (
     setup_as,
     setup_ei,
     snapshot,
-    station_running,
 )
 from integration_support import CliRun, run_verbose_cli, write_secret_file
 from keyload_host import station
@@ -39,6 +38,7 @@ from keyload_host.audit import (
     EVENT_SESSION_START,
 )
 from keyload_host.protocol import Usage
+from station_support import station_running
 
 ROLES = ("AS", "EI", "EI", "EI", "AS", "EI")
 AS_READER_INDEX, BLANK_AS, BLANK_EI = 0, 4, 5

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from adversarial_support import station_running
 from integration_support import leaked, write_secret_file
 from keyload_host import crypto, station
 from keyload_host.protocol import CLA_ISO, Ins
+from station_support import station_running
 
 CompletedRun = subprocess.CompletedProcess[str]
 ROLES = ("AS", "EI", "EI")

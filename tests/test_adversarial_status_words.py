@@ -35,7 +35,6 @@ from adversarial_support import (
     setup_as,
     setup_ei,
     snapshot,
-    station_running,
     verify_apdu,
 )
 from keyload_host import crypto
@@ -52,6 +51,7 @@ from keyload_host.protocol import (
     Usage,
     key_block_length,
 )
+from station_support import station_running
 
 AS_SETUP, AS_OPERATIONAL, AS_SHORT_T, EI_SETUP, EI_OPERATIONAL, EI_BLOCKED = range(6)
 ROLES = ("AS", "AS", "AS", "EI", "EI", "EI")

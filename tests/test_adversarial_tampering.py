@@ -28,7 +28,6 @@ from adversarial_support import (
     setup_as,
     setup_ei,
     snapshot,
-    station_running,
     verify_apdu,
 )
 from keyload_host import crypto
@@ -42,6 +41,7 @@ from keyload_host.protocol import (
     LifeCycle,
     Usage,
 )
+from station_support import station_running
 
 ROLES = ("AS", "AS", "AS", "AS", "AS", "EI", "EI", "EI")
 MAIN_AS, OLDER_AS, OTHER_KEY_AS, OTHER_SET_AS, PIN_AS, EI_A, EI_B, EI_FEW_TRIES = range(8)

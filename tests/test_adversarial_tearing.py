@@ -26,12 +26,12 @@ from adversarial_support import (
     setup_as,
     setup_ei,
     snapshot,
-    station_running,
 )
 from keyload_host import crypto, station
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.protocol import Ins, Usage
 from keyload_host.transport import TransportError
+from station_support import station_running
 
 ROLES = ("AS", "AS", "EI")
 OLD_AS, NEW_AS, EI = range(len(ROLES))

@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from integration_support import (
-    REPO,
     AppKeySpec,
     CardState,
     CliRun,
@@ -45,8 +44,8 @@ from keyload_host.cli import main
 from keyload_host.protocol import EXPORT_LIMIT_UNLIMITED, LifeCycle, Usage
 from keyload_host.transport import Pcsc
 from keyload_host.workflow import Outcome
+from station_support import station_running
 
-AS_APPLET_CLASS = REPO / "build/applets/classes/keyload/applet/AsApplet.class"
 ROLES = ("AS", "AS", "EI", "EI")
 VECTOR_AS_READER, AS_READER, EI_READER_A, EI_READER_B = (
     station.reader_name(index) for index in range(len(ROLES))
@@ -95,19 +94,8 @@ def _invoke(arguments: Sequence[str], answer: str | None = None) -> str:
 @pytest.fixture(scope="module")
 def station_up() -> Iterator[None]:
     """The station with the readers of ROLES, down again after the module."""
-    if not AS_APPLET_CLASS.is_file():
-        pytest.skip(
-            f"the applets are not built ({AS_APPLET_CLASS} missing): run `ant compile-applets`"
-        )
-    if station.status().running:
-        pytest.skip(
-            "a station is already running; these tests would disturb it: `keyload-host sim down`"
-        )
-    station.up(ROLES)
-    try:
+    with station_running(ROLES):
         yield
-    finally:
-        station.down()
 
 
 # ------------------------------------------------------------------------------ §6 vectors

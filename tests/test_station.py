@@ -18,9 +18,8 @@ import pytest
 from keyload_host import station
 from keyload_host.protocol import AID_AS, AID_EI, CLA_PROPRIETARY, SW, Info, Ins, LifeCycle, Role
 from smartcard import scard
+from station_support import station_running
 
-REPO = Path(__file__).resolve().parents[1]
-AS_APPLET_CLASS = REPO / "build/applets/classes/keyload/applet/AsApplet.class"
 ROLES = ("AS", "EI", "EI")
 AS_READER, EI_READER, SECOND_EI_READER = (station.reader_name(i) for i in range(len(ROLES)))
 AID_OF_ROLE = {"AS": AID_AS, "EI": AID_EI}
@@ -37,21 +36,9 @@ class Started:
 
 @pytest.fixture(scope="module")
 def started() -> Iterator[Started]:
-    if not AS_APPLET_CLASS.is_file():
-        pytest.skip(
-            f"the applets are not built ({AS_APPLET_CLASS} missing): run `ant compile-applets`"
-        )
-    if station.status().running:
-        pytest.skip(
-            "a station is already running; these tests would disturb it: `keyload-host sim down`"
-        )
     began = time.perf_counter()
-    status = station.up(ROLES)
-    seconds = time.perf_counter() - began
-    try:
-        yield Started(status, seconds)
-    finally:
-        station.down()
+    with station_running(ROLES) as status:
+        yield Started(status, time.perf_counter() - began)
     assert not station.status().running
 
 

@@ -24,15 +24,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from integration_support import REPO, AppKeySpec, as_config, ei_config, leaked, write_secret_file
+from integration_support import AppKeySpec, as_config, ei_config, leaked, write_secret_file
 from keyload_host import crypto, station
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.cli import main
 from keyload_host.protocol import SW, Info, Ins, LifeCycle, Role, Usage
 from keyload_host.transport import Pcsc, PcscTransport
 from smartcard import scard
+from station_support import station_running
 
-AS_APPLET_CLASS = REPO / "build/applets/classes/keyload/applet/AsApplet.class"
 ROLES = ("AS:T0", "EI:T0", "EI:T0", "EI")
 AS_READER, EI_T0_A, EI_T0_B, EI_T1 = (station.reader_name(i) for i in range(len(ROLES)))
 T0_READERS = (AS_READER, EI_T0_A, EI_T0_B)
@@ -58,19 +58,8 @@ AUTH_CHALLENGE = bytes.fromhex("00112233445566778899")
 @pytest.fixture(scope="module")
 def station_up() -> Iterator[None]:
     """The station with the readers of ROLES, down again after the module."""
-    if not AS_APPLET_CLASS.is_file():
-        pytest.skip(
-            f"the applets are not built ({AS_APPLET_CLASS} missing): run `ant compile-applets`"
-        )
-    if station.status().running:
-        pytest.skip(
-            "a station is already running; these tests would disturb it: `keyload-host sim down`"
-        )
-    station.up(ROLES)
-    try:
+    with station_running(ROLES):
         yield
-    finally:
-        station.down()
 
 
 # ------------------------------------------------------------------------------ PC/SC exchanges
