@@ -78,6 +78,7 @@ def test_host_overhead_sets_personalize_against_the_raw_replay(report: dict[str,
     assert overhead["ratio"] > overhead["ratio_without_audit"]
     assert overhead["ratio_without_audit"] > overhead["ratio_without_audit_and_connect"]
     assert 0 < overhead["host_alone_s"] < overhead["wall_s"]
+    assert overhead["median_round_ratio"] > overhead["median_round_ratio_without_audit"]
 
 
 def test_every_target_is_judged(report: dict[str, Any]) -> None:

@@ -187,8 +187,19 @@ def _round_ms_per_card(rounds: Sequence[RoundTimes]) -> list[float]:
     return [r.wall / r.cards * MS for r in rounds]
 
 
-def _overhead(tally: Tally, raw_seconds: float, host_alone_seconds: float) -> dict[str, Any]:
+def _overhead(tally: Tally, raw: Sequence[float], host_alone_seconds: float) -> dict[str, Any]:
+    """The ratio over the whole run, as defined, and the median of the rounds' ratios, which one
+    stalled ``fsync`` or descheduled process cannot move; both without the audit log, and
+    without it and the connections, to show what each costs."""
     wall, connect, audit = (tally.total(what) for what in ("wall", "connect", "audit"))
+    raw_seconds = sum(raw)
+
+    def median_ratio(excluded: Sequence[str]) -> float:
+        return statistics.median(
+            (r.wall - sum(getattr(r, what) for what in excluded)) / seconds
+            for r, seconds in zip(tally.rounds, raw, strict=True)
+        )
+
     return {
         "cards": tally.cards,
         "wall_s": wall,
@@ -201,6 +212,9 @@ def _overhead(tally: Tally, raw_seconds: float, host_alone_seconds: float) -> di
         "ratio": wall / raw_seconds,
         "ratio_without_audit": (wall - audit) / raw_seconds,
         "ratio_without_audit_and_connect": (wall - audit - connect) / raw_seconds,
+        "median_round_ratio": median_ratio(()),
+        "median_round_ratio_without_audit": median_ratio(("audit",)),
+        "median_round_ratio_without_audit_and_connect": median_ratio(("audit", "connect")),
     }
 
 
@@ -256,9 +270,9 @@ def _targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append(
         _target(
             f"host overhead ratio <= {OVERHEAD_TARGET:g}",
-            f"{overhead['ratio']:.2f} ({overhead['ratio_without_audit']:.2f} without the "
-            "audit log's fsync)",
-            overhead["ratio"] <= OVERHEAD_TARGET,
+            f"{overhead['ratio']:.2f}, median round {overhead['median_round_ratio']:.2f} "
+            f"({overhead['median_round_ratio_without_audit']:.2f} without the audit log)",
+            max(overhead["ratio"], overhead["median_round_ratio"]) <= OVERHEAD_TARGET,
         )
     )
     flat = report["flatness"]

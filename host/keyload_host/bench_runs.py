@@ -159,12 +159,13 @@ def series(
     return tally
 
 
-def overhead(rig: Rig, readers: Sequence[str], cards: int) -> tuple[Tally, float, float]:
+def overhead(rig: Rig, readers: Sequence[str], cards: int) -> tuple[Tally, list[float], float]:
     """``personalize`` rounds, each followed by the replay of its APDUs through the minimal
     pyscard loop to fresh cards of the same serials, and by a run of the host alone on the
-    recorded responses; the tally, the replays' and the host-alone runs' seconds."""
+    recorded responses: the tally, each round's replay seconds, and the host-alone seconds."""
     tally = Tally()
-    raw = alone = 0.0
+    raw: list[float] = []
+    alone = 0.0
     while tally.cards < cards:
         batch = readers[: min(len(readers), cards - tally.cards)]
         serials = fresh_cards(rig, batch)
@@ -173,7 +174,7 @@ def overhead(rig: Rig, readers: Sequence[str], cards: int) -> tuple[Tally, float
             tally.add(personalize_round(rig, batch, script))
             fresh_cards(rig, batch, serials)
             with raw_cards([rig.as_reader, *batch]) as cards_by_reader:
-                raw += replay(cards_by_reader, script)
+                raw.append(replay(cards_by_reader, script))
             alone += host_alone(rig, batch, script)
         finally:
             wipe(script)
