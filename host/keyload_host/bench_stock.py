@@ -90,7 +90,7 @@ def stock_bridge_card(
     config = workdir / "jcardsim-vsmartcard.properties"
     config.write_text(_properties(vpcd_port, applet_class, aid))
     log = workdir / "jcardsim-vsmartcard.log"
-    classpath = station._station_classpath(time.monotonic() + START_TIMEOUT)
+    classpath = station.station_classpath(time.monotonic() + START_TIMEOUT)
     with log.open("wb") as output:
         process = subprocess.Popen(
             ["java", "-cp", classpath, STOCK_BRIDGE_CLASS, str(config)],

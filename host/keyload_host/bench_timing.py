@@ -118,7 +118,7 @@ def card_seconds(control_port: int) -> float:
     Goes through the station module's control client (private there: no other caller needs
     TIMES) rather than a second copy of it.
     """
-    lines = station._control(control_port, "TIMES")
+    lines = station.control(control_port, "TIMES")
     return sum(int(line.split()[2]) for line in lines) / NANOS_PER_SECOND
 
 

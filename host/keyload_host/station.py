@@ -166,7 +166,7 @@ def up(
                 "run `keyload-host sim down` first"
             )
         down()  # a run that died: clean up what it left behind
-    classpath = _station_classpath(deadline)
+    classpath = station_classpath(deadline)
     readers = [reader_name(i) for i in range(len(wanted))]
     pcscd_pid, base_port = _ensure_pcscd(readers, base_port, deadline)
     station = None
@@ -206,7 +206,7 @@ def down() -> None:
     if run is None:
         return
     with suppress(StationError):  # not answering: terminated below
-        _control(run.control_port, "QUIT", timeout=QUIT_GRACE)
+        control(run.control_port, "QUIT", timeout=QUIT_GRACE)
     _terminate(run.station_pid, STATION_MAIN_CLASS, grace=QUIT_GRACE)
     if run.pcscd_started_by_us and run.pcscd_pid is not None:
         _terminate(run.pcscd_pid, "pcscd")
@@ -219,7 +219,7 @@ def status() -> StationStatus:
     if run is None:
         return StationStatus(running=False, readers=[], pcscd_started_by_us=False)
     try:
-        lines = _control(run.control_port, "STATUS")
+        lines = control(run.control_port, "STATUS")
     except StationError:
         return StationStatus(running=False, readers=[], pcscd_started_by_us=run.pcscd_started_by_us)
     slots = []
@@ -270,7 +270,7 @@ def pull(reader: str, nth_apdu: int, when: str = "before") -> None:
     if nth_apdu < 1:
         raise StationError(f"the APDU number of a pull counts from 1, got {nth_apdu}")
     run = _require_run()
-    _control(run.control_port, f"PULL {run.port_of(reader)} {nth_apdu} {when}")
+    control(run.control_port, f"PULL {run.port_of(reader)} {nth_apdu} {when}")
 
 
 def restart_pcscd(timeout: float = 30.0) -> None:
@@ -293,8 +293,9 @@ def restart_pcscd(timeout: float = 30.0) -> None:
 # ------------------------------------------------------------------------------ control port
 
 
-def _control(port: int, command: str, timeout: float = CONTROL_TIMEOUT) -> list[str]:
-    """Sends one control command; returns the lines before OK; ERR becomes a StationError."""
+def control(port: int, command: str, timeout: float = CONTROL_TIMEOUT) -> list[str]:
+    """Sends one line of the station's control protocol (jcardsim/README.md) to the station on
+    ``port``; returns the lines before OK; ERR becomes a StationError."""
     try:
         with socket.create_connection((CONTROL_HOST, port), timeout=timeout) as connection:
             connection.sendall(command.encode("ascii") + b"\n")
@@ -320,13 +321,13 @@ def _control(port: int, command: str, timeout: float = CONTROL_TIMEOUT) -> list[
 def _card_event(reader: str, command: str, *, present: bool) -> None:
     """Runs a control command on a reader, then waits until PC/SC shows it with(out) a card."""
     run = _require_run()
-    _control(run.control_port, command.format(port=run.port_of(reader)))
+    control(run.control_port, command.format(port=run.port_of(reader)))
     _await_cards({reader: present}, time.monotonic() + CARD_EVENT_TIMEOUT, "")
 
 
 def _station_answers(run: _Run) -> bool:
     try:
-        _control(run.control_port, "STATUS", timeout=QUIT_GRACE)
+        control(run.control_port, "STATUS", timeout=QUIT_GRACE)
     except StationError:
         return False
     return True
@@ -594,7 +595,7 @@ def _vpcd_driver() -> Path:
 # ------------------------------------------------------------------------------ the Java station
 
 
-def _station_classpath(deadline: float) -> str:
+def station_classpath(deadline: float) -> str:
     """Builds the station and its applets with Ant and returns the classpath it runs with."""
     ant = _tool("ant", "the Debian package ant")
     try:
