@@ -15,6 +15,8 @@ class FakePcsc:
 
     def __init__(self, readers: dict[str, FakeApplet | None]) -> None:
         self.transports = {name: FakeTransport(name, applet) for name, applet in readers.items()}
+        self.resets: dict[str, bool] = {}
+        """Per reader: whether its last connection resets the card when closed."""
 
     def __call__(self) -> FakePcsc:
         return self
@@ -38,8 +40,9 @@ class FakePcsc:
     def find_reader(self, pattern: str) -> str:
         return match_reader(pattern, list(self.transports))
 
-    def connect(self, pattern: str) -> FakeTransport:
+    def connect(self, pattern: str, *, reset: bool = True) -> FakeTransport:
         name = self.find_reader(pattern)
+        self.resets[name] = reset
         if self.transports[name].applet is None:
             raise NoCardError(f"there is no card in reader '{name}'")
         return self.transports[name]

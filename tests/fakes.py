@@ -73,8 +73,8 @@ class FakeApplet:
     slots: dict[int, Slot] = field(default_factory=dict)
     reported_kcv: bytes | None = None
     """When set, INFO reports this transport KCV instead of the real one (a lying card)."""
-    store_imports: bool = True
-    """False makes a buggy EI that answers 9000 to IMPORT KEY without storing the key."""
+    import_answer: int | None = None
+    """When set, IMPORT KEY answers this status word instead of loading (e.g. 6982, SAS wrong)."""
     selected: bool = False
     pin_verified: bool = False
     challenge: bytes | None = None
@@ -225,6 +225,8 @@ class FakeApplet:
         if self.challenge is None:
             raise Answer(SW.CONDITIONS_NOT_SATISFIED)
         challenge, self.challenge = self.challenge, None
+        if self.import_answer is not None:
+            raise Answer(self.import_answer)
         if len(data) < 8 or len(data) != key_block_length(data[2]):
             raise Answer(SW.WRONG_LENGTH)
         try:
@@ -241,8 +243,7 @@ class FakeApplet:
             raise Answer(SW.COMMAND_NOT_ALLOWED)
         if opened.header.version < slot.version:
             raise Answer(SW.INCORRECT_DATA)
-        if self.store_imports:
-            slot.key, slot.version = opened.key, opened.header.version
+        slot.key, slot.version = opened.key, opened.header.version
 
     def do_internal_authenticate(self, p2: int, data: bytes) -> bytes:
         slot = self.slots.get(p2)

@@ -81,6 +81,36 @@ def test_each_record_is_fsynced_before_record_returns(
         assert synced == [1, 2]
 
 
+def test_a_group_of_records_is_fsynced_once_when_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(len(path.read_text().splitlines()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with AuditLog(path) as audit:
+        with audit.group():
+            audit.record("a")
+            with audit.group():  # joins the outer group
+                audit.record("b")
+            assert (len(path.read_text().splitlines()), synced) == (2, [])
+        assert synced == [2]
+        with pytest.raises(RuntimeError), audit.group():
+            audit.record("c")
+            raise RuntimeError
+        assert synced == [2, 3]
+        with audit.group():
+            pass
+        assert synced == [2, 3]
+        audit.record("d")
+        assert synced == [2, 3, 4]
+
+
 @pytest.mark.parametrize(
     "value",
     [

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from fakes import OTHER_T16, PIN, T16, AppKey, FakeApplet, Slot, make_as, make_ei
 from keyload_host import crypto
 from keyload_host.cli import main
-from keyload_host.protocol import LifeCycle, Role, Usage
+from keyload_host.protocol import SW, LifeCycle, Role, Usage
 
 TA03 = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 SN1 = bytes.fromhex("4B4C000000000001")
@@ -254,6 +254,14 @@ def test_personalize_asks_the_pin_once_hidden(fake_readers) -> None:
     assert readers["EI reader 1"].slots[1].key == TA03
 
 
+def test_personalize_resets_the_as_when_it_closes_and_not_the_ei_cards(fake_readers) -> None:
+    """The reset ends the AS's verified PIN; an EI holds no session worth a reset."""
+    pcsc = fake_readers(station())
+    result = personalize("--pin-env", "PIN", env={"PIN": "1234"})
+    assert result.exit_code == 0, result.output
+    assert pcsc.resets == {"AS reader": True, "EI reader 1": False, "EI reader 2": False}
+
+
 def test_personalize_with_a_job_file_and_audit(fake_readers, tmp_path: Path) -> None:
     fake_readers(station())
     job = tmp_path / "job.toml"
@@ -277,12 +285,13 @@ def test_personalize_with_a_job_file_and_audit(fake_readers, tmp_path: Path) -> 
 
 def test_personalize_exits_1_when_a_card_fails(fake_readers) -> None:
     readers = station()
-    readers["EI reader 2"].store_imports = False
+    readers["EI reader 2"].import_answer = SW.SECURITY_STATUS_NOT_SATISFIED
     fake_readers(readers)
     result = personalize("--pin-env", "PIN", env={"PIN": "1234"})
     assert result.exit_code == 1
     assert "1 loaded, 0 skipped, 1 failed" in result.output
-    assert "4B4C000000000002 03:01: read-back: slot 01 is empty" in result.output
+    assert "4B4C000000000002 03:01: " in result.output
+    assert "check value (SAS) did not match" in result.output
 
 
 def test_personalize_preflight_refusal_is_plain_lines(fake_readers) -> None:

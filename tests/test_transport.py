@@ -78,23 +78,22 @@ def fake_pcsc(monkeypatch: pytest.MonkeyPatch) -> dict:
         "transmit": [(scard.SCARD_S_SUCCESS, [0x90, 0x00])],
         "present": True,
         "disconnects": [],
+        "listings": 0,
     }
+
+    def list_readers(_context: int, _groups: list) -> tuple:
+        results["listings"] += 1
+        return scard.SCARD_S_SUCCESS, results["readers"]
+
+    def connect(_context: int, reader: str, _share: int, _protocols: int) -> tuple:
+        known = reader in results["readers"]
+        code = results["connect"] if known else scard.SCARD_E_UNKNOWN_READER
+        return code, 11, scard.SCARD_PROTOCOL_T1
+
     monkeypatch.setattr(scard, "SCardEstablishContext", lambda _scope: (results["establish"], 7))
     monkeypatch.setattr(scard, "SCardReleaseContext", lambda _context: scard.SCARD_S_SUCCESS)
-    monkeypatch.setattr(
-        scard,
-        "SCardListReaders",
-        lambda _context, _groups: (scard.SCARD_S_SUCCESS, results["readers"]),
-    )
-    monkeypatch.setattr(
-        scard,
-        "SCardConnect",
-        lambda _context, _reader, _share, _protocols: (
-            results["connect"],
-            11,
-            scard.SCARD_PROTOCOL_T1,
-        ),
-    )
+    monkeypatch.setattr(scard, "SCardListReaders", list_readers)
+    monkeypatch.setattr(scard, "SCardConnect", connect)
     monkeypatch.setattr(
         scard, "SCardTransmit", lambda _card, _pci, _apdu: results["transmit"].pop(0)
     )
@@ -125,6 +124,27 @@ def test_transmit_counts_apdus_and_bytes(fake_pcsc: dict) -> None:
         card.transmit(b"\x80\x40\x00\x00")
         assert (card.stats.apdus, card.stats.bytes_sent, card.stats.bytes_received) == (2, 9, 8)
     assert fake_pcsc["disconnects"] == [scard.SCARD_RESET_CARD]
+
+
+def test_an_exact_name_is_connected_to_without_reading_the_reader_list(fake_pcsc: dict) -> None:
+    with Pcsc() as pcsc, pcsc.connect(f" {READERS[0]} ") as card:
+        assert card.reader == READERS[0]
+    assert fake_pcsc["listings"] == 0
+
+
+def test_an_absent_exact_name_names_the_readers_present(fake_pcsc: dict) -> None:
+    with Pcsc() as pcsc, pytest.raises(ReaderNotFoundError) as caught:
+        pcsc.connect("Absent Reader 00 00")
+    assert str(caught.value) == (
+        f"no reader matches 'Absent Reader 00 00'; readers present: '{READERS[0]}', '{READERS[1]}'"
+    )
+
+
+def test_a_connection_can_close_without_resetting_the_card(fake_pcsc: dict) -> None:
+    with Pcsc() as pcsc:
+        pcsc.connect(READERS[0], reset=False).disconnect()
+        pcsc.connect(READERS[0]).disconnect()
+    assert fake_pcsc["disconnects"] == [scard.SCARD_LEAVE_CARD, scard.SCARD_RESET_CARD]
 
 
 @pytest.mark.parametrize("code", [scard.SCARD_W_REMOVED_CARD, scard.SCARD_E_NO_SMARTCARD])

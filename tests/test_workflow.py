@@ -1,5 +1,6 @@
 """The personalization workflow over fake applets: preflight refusals that send nothing, three
-APDUs per key, read-back, re-runs, failing cards that do not stop the others, and watch mode."""
+APDUs per key, what a load is reported with, re-runs, failing cards that do not stop the others,
+and watch mode."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from keyload_host import crypto
 from keyload_host.audit import NullAuditLog
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.config import Load
-from keyload_host.protocol import LifeCycle, Role, Usage
+from keyload_host.protocol import SW, LifeCycle, Role, Usage
 from keyload_host.secrets import Secret, SecretKind
 from keyload_host.workflow import (
     AsUnavailableError,
@@ -97,7 +98,7 @@ def kcv(key: bytes) -> str:
     return crypto.kcv(key).hex().upper()
 
 
-def test_keys_are_loaded_with_three_apdus_each_and_read_back() -> None:
+def test_keys_are_loaded_with_three_apdus_each_and_nothing_after() -> None:
     s = station()
     results = s.run()
     assert [(r.serial, r.load, r.outcome) for r in results] == [
@@ -115,7 +116,7 @@ def test_keys_are_loaded_with_three_apdus_each_and_read_back() -> None:
     assert [r.version for r in results] == [1, 2, 1, 2]
     per_key = ["GET_CHALLENGE", "IMPORT_KEY"]
     for transport in s.ei_transports:
-        assert transport.instructions() == ["SELECT", "LIST_KEYS", *per_key * 2, "LIST_KEYS"]
+        assert transport.instructions() == ["SELECT", "LIST_KEYS", *per_key * 2]
     assert s.as_transport.instructions() == ["SELECT", "LIST_KEYS", "VERIFY", *["EXPORT_KEY"] * 4]
     assert s.pin_reads == 1
     assert s.as_applet.keys[0x10].count == 2
@@ -316,14 +317,20 @@ def test_losing_the_as_ends_the_run_with_the_results_so_far() -> None:
     assert "IMPORT_KEY" not in s.ei_transports[1].instructions()
 
 
-def test_a_wrong_read_back_fails_the_key() -> None:
+def test_a_loaded_key_is_reported_with_the_version_and_kcv_the_ei_checked() -> None:
+    """No read-back: the EI's 9000 to IMPORT KEY comes only after its SAS check, so the result
+    carries the block's version and SAS; an EI that refuses the block is reported failed."""
     s = station(eis=1)
-    s.eis[0].store_imports = False
     results = s.run([Load(3, 1)])
-    assert results[0].outcome == Outcome.FAILED
-    assert (
-        results[0].reason == f"read-back: slot 01 is empty, expected version 0001 KCV {kcv(TA03)}"
+    assert (results[0].outcome, results[0].version, results[0].kcv) == (
+        Outcome.LOADED,
+        1,
+        kcv(TA03),
     )
+    s = station(eis=1)
+    s.eis[0].import_answer = SW.SECURITY_STATUS_NOT_SATISFIED
+    results = s.run([Load(3, 1)])
+    assert (results[0].outcome, results[0].sw, results[0].kcv) == (Outcome.FAILED, 0x6982, "")
 
 
 def test_a_wrong_pin_stops_before_any_export() -> None:

@@ -115,7 +115,9 @@ def transmit(transport: Transport, command: Command) -> Response:
             raise ProtocolError(f"the card kept answering 61xx to {command.name}")
         response = _exchange(transport, get_response(response.sw & 0xFF))
         data += response.data
-    log.debug("%s on '%s': %04X, %d bytes", command.name, transport.reader, response.sw, len(data))
+    if log.isEnabledFor(logging.DEBUG):  # naming the command costs more than the check
+        name, reader = command.name, transport.reader
+        log.debug("%s on '%s': %04X, %d bytes", name, reader, response.sw, len(data))
     return Response(data=data, sw=response.sw)
 
 

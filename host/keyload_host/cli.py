@@ -398,10 +398,15 @@ def _result_line(result: workflow.LoadResult) -> None:
     click.echo(line + (f" ({result.reason})" if result.reason else ""))
 
 
+def _connect_ei(pcsc: Pcsc, reader: str) -> PcscTransport:
+    """An EI connection for loading: closed without a reset (see ``PcscTransport``)."""
+    return pcsc.connect(reader, reset=False)
+
+
 def _ei_opener(pcsc: Pcsc) -> workflow.EiOpener:
     @contextmanager
     def open_ei(reader: str) -> Iterator[EiCard]:
-        with pcsc.connect(reader) as transport:
+        with _connect_ei(pcsc, reader) as transport:
             yield EiCard(transport)
 
     return open_ei
@@ -449,7 +454,7 @@ def _run(
         )
         return
     with ExitStack() as stack:
-        ei_cards = [EiCard(stack.enter_context(pcsc.connect(name))) for name in ei_names]
+        ei_cards = [EiCard(stack.enter_context(_connect_ei(pcsc, name))) for name in ei_names]
         bars = []
 
         def on_plan(plans: Sequence[workflow.CardPlan]) -> None:
@@ -520,8 +525,9 @@ def personalize(
     match, export limits allow the batch); nothing is written if anything is wrong. Then the AS
     PIN is asked once (hidden) unless --pin-env or --pin-file is given. Per key three commands
     follow, none carrying a key in clear: GET CHALLENGE (EI), EXPORT KEY (AS), IMPORT KEY (EI).
-    Keys already in a slot with the same version are skipped, so re-running is safe. Each load
-    is read back and checked (version, KCV). Exits non-zero if any key failed.
+    Keys already in a slot with the same version are skipped, so re-running is safe. A key is
+    reported loaded with the version and KCV the EI checked before answering. Exits non-zero if
+    any key failed.
     """
     if job is not None:
         job_file = load_job(job)

@@ -212,36 +212,58 @@ class Pcsc:
     def find_reader(self, pattern: str) -> str:
         return match_reader(pattern, self.reader_names())
 
-    def connect(self, pattern: str, *, exclusive: bool = True) -> PcscTransport:
+    def connect(self, pattern: str, *, exclusive: bool = True, reset: bool = True) -> PcscTransport:
         """Connect to the card in the one reader matching ``pattern``.
 
         Exclusive by default so that no other program can slip commands between ours (a PIN
-        verified on the AS stays valid until the applet is deselected).
+        verified on the AS stays valid until the applet is deselected). ``reset``: whether
+        closing the connection resets the card (see ``PcscTransport``).
+
+        A pattern without wildcards can only match the reader of that exact name, so it is
+        connected to directly; the reader list is read only when that reader is not there (to
+        name the readers that are) or when the pattern has wildcards.
         """
-        reader = self.find_reader(pattern)
+        pattern = pattern.strip()
+        has_wildcards = any(char in pattern for char in _WILDCARDS)
+        reader = self.find_reader(pattern) if has_wildcards else pattern
         share = scard.SCARD_SHARE_EXCLUSIVE if exclusive else scard.SCARD_SHARE_SHARED
         hresult, card, protocol = scard.SCardConnect(
             self._context, reader, share, scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
         )
+        if hresult == scard.SCARD_E_UNKNOWN_READER and not has_wildcards:
+            self.find_reader(pattern)  # raises ReaderNotFoundError naming the readers present
         if hresult in _CARD_GONE:
             raise NoCardError(f"there is no card in reader '{reader}'")
         if hresult == scard.SCARD_E_SHARING_VIOLATION:
             raise ReaderBusyError(f"the card in reader '{reader}' is in use by another program")
         _check(hresult, f"cannot connect to the card in reader '{reader}'")
-        return PcscTransport(self, reader, card, protocol, share)
+        return PcscTransport(self, reader, card, protocol, share, reset_on_close=reset)
 
 
 class PcscTransport:
-    """An open connection to one card. Disconnecting resets the card by default, so that no
-    verified PIN or selected applet outlives the session."""
+    """An open connection to one card. Closing it resets the card unless ``reset_on_close`` is
+    false, so that no verified PIN or selected applet outlives the session. The reset goes
+    through the reader to the card (about as long as three APDUs on the simulated station), so
+    connections to a card that holds no session worth ending skip it: an EI (it has no PIN,
+    and a challenge left unused is worth nothing without the AS's export for it)."""
 
-    def __init__(self, pcsc: Pcsc, reader: str, card: int, protocol: int, share: int) -> None:
+    def __init__(
+        self,
+        pcsc: Pcsc,
+        reader: str,
+        card: int,
+        protocol: int,
+        share: int,
+        *,
+        reset_on_close: bool = True,
+    ) -> None:
         self.pcsc = pcsc
         self.reader = reader
         self.stats = TransportStats()
         self._card: int | None = card
         self._protocol = protocol
         self._share = share
+        self._reset_on_close = reset_on_close
 
     def transmit(self, apdu: bytes) -> bytes:
         if self._card is None:
@@ -293,10 +315,10 @@ class PcscTransport:
             raise CardRemovedError(f"the card was removed from reader '{self.reader}'")
         _check(hresult, f"cannot reconnect to the card in reader '{self.reader}'")
 
-    def disconnect(self, *, reset: bool = True) -> None:
+    def disconnect(self) -> None:
         if self._card is None:
             return
-        disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
+        disposition = scard.SCARD_RESET_CARD if self._reset_on_close else scard.SCARD_LEAVE_CARD
         hresult = scard.SCardDisconnect(self._card, disposition)
         self._card = None
         if hresult not in (scard.SCARD_S_SUCCESS, *_CARD_GONE):

@@ -5,8 +5,12 @@ through whatever transport they were built on, and EI cards arrive through calla
 fakes and benchmarks read the transports' APDU counters.
 
 Per key exactly three APDUs cross the wire, none carrying a key in clear: GET CHALLENGE (EI),
-EXPORT KEY (AS), IMPORT KEY (EI). Per card there are three more: SELECT and LIST KEYS before, one
-LIST KEYS after to read back slot, version and KCV.
+EXPORT KEY (AS), IMPORT KEY (EI). Per card there are two more, before loading: SELECT and LIST
+KEYS (PROTOCOL.md §5 asks the host to refuse a missing slot before it loads anything, and only
+LIST KEYS names the slots). Nothing is read back after loading: the EI answers 9000 to IMPORT KEY
+only once it has checked that the decrypted key's KCV8 equals the block's SAS and has stored key
+and version in one step (§4.3 steps 8-10), so the version in the block's header and the KCV in its
+SAS are what the slot holds, and that is what a loaded key is reported with.
 """
 
 from __future__ import annotations
@@ -289,16 +293,9 @@ def open_session(card: AsCard, info: Info, keys: Mapping[int, KeyEntry], pin: Se
     return AsSession(card, info, dict(keys))
 
 
-@dataclass
-class _Imported:
-    load: Load
-    version: int
-    kcv: str
-
-
 class _CardRun:
-    """Loading one EI: the three APDUs per key, then the read-back. Errors of the EI end only
-    this card; errors of the AS end the whole run (AsUnavailableError)."""
+    """Loading one EI: the three APDUs per key. Errors of the EI end only this card; errors of
+    the AS end the whole run (AsUnavailableError)."""
 
     def __init__(
         self,
@@ -315,7 +312,6 @@ class _CardRun:
         self.audit = audit
         self.on_result = on_result
         self.results: list[LoadResult] = []
-        self.imported: list[_Imported] = []
         self.stop_reason = ""
 
     def report(self, result: LoadResult) -> None:
@@ -362,8 +358,6 @@ class _CardRun:
                 self.fail(load, f"not attempted: {self.stop_reason}")
             else:
                 self.load_one(load)
-        if self.imported:
-            self.read_back()
         return self.results
 
     def load_one(self, load: Load) -> None:
@@ -380,9 +374,10 @@ class _CardRun:
         except (CardError, ProtocolError, TransportError) as error:
             self.ei_failed(load, error)
             return
-        header = KeyBlockHeader.parse(block)
-        expected_kcv = _kcv(block_sas(block)[:KCV_LENGTH])
-        self.imported.append(_Imported(load, header.version, expected_kcv))
+        # 9000: the slot now holds this block's key version, whose KCV the EI checked (SAS)
+        version = KeyBlockHeader.parse(block).version
+        kcv = _kcv(block_sas(block)[:KCV_LENGTH])
+        self.report(LoadResult(self.ei.reader, self.ei.serial, load, Outcome.LOADED, version, kcv))
 
     def export(self, load: Load, challenge: bytes) -> bytes | None:
         """EXPORT KEY; a refusal of this one key (e.g. its export limit) fails only this key."""
@@ -401,8 +396,6 @@ class _CardRun:
         return block
 
     def as_lost(self, message: str) -> NoReturn:
-        if self.imported:  # keys this EI took before the AS went: report them as any other
-            self.read_back()
         self.audit.record(EVENT_CARD_FAILED, reader=self.session.card.reader, message=message)
         raise AsUnavailableError(message, self.results)
 
@@ -419,36 +412,6 @@ class _CardRun:
         elif isinstance(error, TransportError | ProtocolError):
             self.stop_reason = str(error)
 
-    def read_back(self) -> None:
-        """One LIST KEYS: each imported slot must hold the exported version and KCV."""
-        try:
-            slots = {entry.ref: entry for entry in self.ei_card.list_keys()}
-        except (CardError, ProtocolError, TransportError) as error:
-            for item in self.imported:
-                self.fail(item.load, f"imported but not verified: the read-back failed: {error}")
-            return
-        for item in self.imported:
-            slot = slots.get(item.load.ref2)
-            found = (slot.version, _kcv(slot.kcv)) if slot and slot.loaded else None
-            if found == (item.version, item.kcv):
-                self.report(
-                    LoadResult(
-                        self.ei.reader,
-                        self.ei.serial,
-                        item.load,
-                        Outcome.LOADED,
-                        item.version,
-                        item.kcv,
-                    )
-                )
-                continue
-            holds = "is empty" if found is None else f"holds version {found[0]:04X} KCV {found[1]}"
-            self.fail(
-                item.load,
-                f"read-back: slot {item.load.ref2:02X} {holds}, "
-                f"expected version {item.version:04X} KCV {item.kcv}",
-            )
-
 
 def personalize_card(
     session: AsSession,
@@ -459,9 +422,11 @@ def personalize_card(
 ) -> list[LoadResult]:
     """Load one EI as planned; every key ends as loaded, skipped or failed(reason).
 
-    Raises AsUnavailableError (with the results so far) when the AS is lost.
+    Raises AsUnavailableError (with the results so far) when the AS is lost. The card's audit
+    records reach the disk together when it is done (one ``fsync`` per card).
     """
-    return _CardRun(session, ei_card, card_plan, audit, on_result).run()
+    with audit.group():
+        return _CardRun(session, ei_card, card_plan, audit, on_result).run()
 
 
 def _card_failed(
