@@ -79,6 +79,8 @@ def fake_pcsc(monkeypatch: pytest.MonkeyPatch) -> dict:
         "present": True,
         "disconnects": [],
         "listings": 0,
+        "events": 3,
+        "waits": [],
     }
 
     def list_readers(_context: int, _groups: list) -> tuple:
@@ -99,11 +101,20 @@ def fake_pcsc(monkeypatch: pytest.MonkeyPatch) -> dict:
     )
 
     def status_change(_context: int, timeout: int, states: list) -> tuple:
-        """Presence as set in ``results``; a wait for a change that never comes times out."""
-        event = scard.SCARD_STATE_PRESENT if results["present"] else scard.SCARD_STATE_EMPTY
-        if timeout and all(state == event for _name, state in states):
+        """Presence and card event count as set in ``results``; as pcsc-lite, a state given
+        with a count in its upper word is compared with the count too; a wait for a change that
+        never comes times out."""
+        presence = scard.SCARD_STATE_PRESENT if results["present"] else scard.SCARD_STATE_EMPTY
+        event = results["events"] << 16 | presence
+
+        def unchanged(state: int) -> bool:
+            return state & 0xFFFF == presence and state >> 16 in (0, results["events"])
+
+        results["waits"].append((timeout, states))
+        if timeout and all(unchanged(state) for _name, state in states):
             return scard.SCARD_E_TIMEOUT, states
-        return scard.SCARD_S_SUCCESS, [(name, event, [0x3B, 0x00]) for name, _state in states]
+        changed = event | scard.SCARD_STATE_CHANGED
+        return scard.SCARD_S_SUCCESS, [(name, changed, [0x3B, 0x00]) for name, _state in states]
 
     monkeypatch.setattr(scard, "SCardGetStatusChange", status_change)
     monkeypatch.setattr(
@@ -209,6 +220,37 @@ def test_reader_states(fake_pcsc: dict) -> None:
         (READERS[0], True, b"\x3b\x00"),
         (READERS[1], True, b"\x3b\x00"),
     ]
+
+
+def test_a_reader_watch_tells_cards_apart_by_their_event_count(fake_pcsc: dict) -> None:
+    with Pcsc() as pcsc:
+        watch = pcsc.watch(READERS[:2])
+        assert watch.cards() == {READERS[0]: 3, READERS[1]: 3}
+        fake_pcsc["events"] = 5  # a card swapped: removed and inserted
+        assert watch.cards() == {READERS[0]: 5, READERS[1]: 5}
+        fake_pcsc["present"] = False
+        assert watch.cards() == {READERS[0]: None, READERS[1]: None}
+
+
+def test_a_reader_watch_waits_for_a_change_from_what_it_saw_last(fake_pcsc: dict) -> None:
+    with Pcsc() as pcsc:
+        watch = pcsc.watch([READERS[0]])
+        watch.cards()
+        watch.wait(0.25)  # nothing changes: times out quietly
+        seen = 3 << 16 | scard.SCARD_STATE_PRESENT
+        assert fake_pcsc["waits"][-1] == (250, [(READERS[0], seen)])
+
+
+def test_a_reader_watch_that_cannot_wait_says_so(
+    fake_pcsc: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Pcsc() as pcsc:
+        watch = pcsc.watch([READERS[0]])
+        monkeypatch.setattr(
+            scard, "SCardGetStatusChange", lambda *_args: (scard.SCARD_E_NO_SERVICE, [])
+        )
+        with pytest.raises(PcscUnavailableError):
+            watch.wait(0.25)
 
 
 def test_no_readers(fake_pcsc: dict, monkeypatch: pytest.MonkeyPatch) -> None:

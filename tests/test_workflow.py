@@ -345,42 +345,53 @@ def test_a_wrong_pin_stops_before_any_export() -> None:
 
 
 class Readers:
-    """EI readers whose cards the test inserts and removes between polls."""
+    """EI readers whose cards the test inserts and removes between two looks of watch mode
+    (a ``CardWatch``): each insertion gets the reader a new event count, as pcsc-lite does."""
 
     def __init__(self, names: list[str]) -> None:
         self.transports = {name: FakeTransport(name, None) for name in names}
+        self.events = dict.fromkeys(names, 0)
         self.script: list[Callable[[], None]] = []
-        self.polls = 0
+        self.steps = 0
+        self.waits = 0
 
-    def presence(self, names: list[str]) -> dict[str, bool]:
-        return {name: self.transports[name].applet is not None for name in names}
+    def cards(self) -> dict[str, int | None]:
+        return {
+            name: self.events[name] if transport.applet else None
+            for name, transport in self.transports.items()
+        }
+
+    def wait(self, _timeout: float) -> None:
+        self.waits += 1
 
     @contextmanager
     def open_ei(self, name: str) -> Iterator[EiCard]:
         yield EiCard(self.transports[name])
 
     def should_stop(self) -> bool:
-        if self.polls == len(self.script):
+        if self.steps == len(self.script):
             return True
-        self.script[self.polls]()
-        self.polls += 1
+        self.script[self.steps]()
+        self.steps += 1
         return False
 
     def insert(self, name: str, applet: FakeApplet | None) -> Callable[[], None]:
-        return lambda: setattr(self.transports[name], "applet", applet)
+        def step() -> None:
+            self.transports[name].applet = applet
+            self.events[name] += 1
+
+        return step
 
 
 def run_watch_with(s: Station, readers: Readers) -> list[LoadResult]:
     return run_watch(
         AsCard(s.as_transport),
-        list(readers.transports),
         LOADS,
         s.audit,
         s.read_pin,
         readers.open_ei,
-        readers.presence,
+        readers,
         readers.should_stop,
-        sleep=lambda _seconds: None,
     )
 
 
@@ -407,6 +418,16 @@ def test_watch_serves_each_inserted_card_once_until_it_is_removed() -> None:
         (SN1.hex().upper(), Outcome.SKIPPED),
     ]
     assert s.pin_reads == 1
+
+
+def test_watch_serves_a_card_swapped_in_between_two_looks() -> None:
+    s = station(eis=0)
+    readers = Readers(["EI A"])
+    card1, card2 = standard_ei(SN1), standard_ei(SN2)
+    readers.script = [readers.insert("EI A", card1), readers.insert("EI A", card2)]
+    results = run_watch_with(s, readers)
+    assert [r.serial for r in results] == [SN1.hex().upper()] * 2 + [SN2.hex().upper()] * 2
+    assert readers.waits == 2
 
 
 def test_watch_reports_a_card_of_another_set_and_goes_on() -> None:

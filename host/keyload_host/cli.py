@@ -443,12 +443,11 @@ def _run(
 
         workflow.run_watch(
             as_card,
-            ei_names,
             loads,
             audit,
             read_pin,
             _ei_opener(pcsc),
-            lambda names: {status.name: status.card_present for status in pcsc.readers(names)},
+            pcsc.watch(ei_names),
             lambda: False,
             on_result=on_result,
         )

@@ -36,6 +36,8 @@ _CARD_GONE = {scard.SCARD_W_REMOVED_CARD, scard.SCARD_E_NO_SMARTCARD}
 _MAYBE_CARD_GONE = {scard.SCARD_E_NOT_TRANSACTED, scard.SCARD_E_READER_UNAVAILABLE}
 _NO_SERVICE = {scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED}
 _WILDCARDS = {"*": ".*", "?": "."}
+_EVENT_COUNT_SHIFT = 16
+"""pcsc-lite keeps a reader's count of card events in the upper 16 bits of its event state."""
 STATUS_WORD_LENGTH = 2
 REMOVAL_GRACE = 1.5
 """Seconds to wait for pcscd to notice a card removal after a failed exchange (vpcd readers are
@@ -209,6 +211,10 @@ class Pcsc:
         ((_name, event, _atr),) = states
         return not event & scard.SCARD_STATE_PRESENT
 
+    def watch(self, names: Sequence[str]) -> ReaderWatch:
+        """Follow the cards in ``names``, for serving cards as they are inserted."""
+        return ReaderWatch(self._context, names)
+
     def find_reader(self, pattern: str) -> str:
         return match_reader(pattern, self.reader_names())
 
@@ -238,6 +244,41 @@ class Pcsc:
             raise ReaderBusyError(f"the card in reader '{reader}' is in use by another program")
         _check(hresult, f"cannot connect to the card in reader '{reader}'")
         return PcscTransport(self, reader, card, protocol, share, reset_on_close=reset)
+
+
+class ReaderWatch:
+    """Which card is in each of some readers, and a wait for the next change.
+
+    Cards are told apart by their reader's event count: pcsc-lite counts the card insertions and
+    removals of every reader (the upper 16 bits of the event state), so a card swapped between
+    two looks, or taken out and put back, shows a new count although no look saw the reader
+    empty. Waiting is PC/SC's own (``SCardGetStatusChange`` on the states last seen), so a card
+    is noticed as soon as pcscd sees it, not at the next tick of a poll.
+    """
+
+    def __init__(self, context: int, names: Sequence[str]) -> None:
+        self._context = context
+        self._states = [(name, scard.SCARD_STATE_UNAWARE) for name in names]
+
+    def cards(self) -> dict[str, int | None]:
+        """Per reader: the event count of the card in it, None when it is empty."""
+        unaware = [(name, scard.SCARD_STATE_UNAWARE) for name, _state in self._states]
+        hresult, states = scard.SCardGetStatusChange(self._context, 0, unaware)
+        _check(hresult, "cannot read the reader states")
+        self._states = [(name, event & ~scard.SCARD_STATE_CHANGED) for name, event, _atr in states]
+        return {
+            name: state >> _EVENT_COUNT_SHIFT if state & scard.SCARD_STATE_PRESENT else None
+            for name, state in self._states
+        }
+
+    def wait(self, timeout: float) -> None:
+        """Return when a reader's state differs from the one ``cards`` last saw, or after
+        ``timeout`` seconds."""
+        hresult, _states = scard.SCardGetStatusChange(
+            self._context, int(timeout * 1000), self._states
+        )
+        if hresult != scard.SCARD_E_TIMEOUT:
+            _check(hresult, "cannot wait for a card")
 
 
 class PcscTransport:

@@ -15,13 +15,12 @@ SAS are what the slot holds, and that is what a loaded key is reported with.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from .apdu import CardError
 from .audit import (
@@ -46,8 +45,9 @@ from .protocol import (
 from .secrets import Secret
 from .transport import TransportError
 
-DEFAULT_POLL_INTERVAL = 0.25
-"""Seconds between two looks at the EI readers in watch mode."""
+WAIT_TIMEOUT = 0.25
+"""Seconds watch mode waits for a reader to change before it asks whether to stop (and Python
+sees a Ctrl-C): a card is noticed as soon as PC/SC sees it, whatever this is."""
 
 
 class Outcome(StrEnum):
@@ -470,41 +470,46 @@ def serve_card(
     return personalize_card(session, ei_card, card_plan, audit, on_result)
 
 
-Presence = Callable[[Sequence[str]], Mapping[str, bool]]
-"""Which of the given readers hold a card."""
 EiOpener = Callable[[str], AbstractContextManager[EiCard]]
 """Open the card in a reader for the time of a ``with`` block."""
 
 
+class CardWatch(Protocol):
+    """The EI readers as watch mode follows them (``transport.ReaderWatch``)."""
+
+    def cards(self) -> Mapping[str, int | None]:
+        """Per reader, in order: a number that changes whenever another card is inserted (the
+        reader's card event count), or None when the reader is empty."""
+        ...
+
+    def wait(self, timeout: float) -> None:
+        """Return when a reader changes, or after ``timeout`` seconds."""
+        ...
+
+
 def watch(
     session: AsSession,
-    readers: Sequence[str],
     loads: Sequence[Load],
     audit: AuditSink,
     open_ei: EiOpener,
-    presence: Presence,
+    readers: CardWatch,
     should_stop: Callable[[], bool],
     *,
-    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    wait_timeout: float = WAIT_TIMEOUT,
     on_result: Callable[[LoadResult], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> list[LoadResult]:
     """Serve EI cards as they are inserted until ``should_stop()`` is true.
 
-    A reader whose card was served is not served again until the card is removed, so a card left
-    in its reader is loaded once, and a card put back in is checked again (and skipped if done).
+    Each card is served once: a card left in its reader is loaded once, a card put back in (or
+    swapped in, however fast) is a new card to the reader, checked again and skipped if done.
     """
     results: list[LoadResult] = []
-    served: set[str] = set()
+    served: dict[str, int] = {}
     while not should_stop():
-        present = presence(readers)
-        for reader in readers:
-            if not present.get(reader, False):
-                served.discard(reader)
+        for reader, card in readers.cards().items():
+            if card is None or served.get(reader) == card:
                 continue
-            if reader in served:
-                continue
-            served.add(reader)
+            served[reader] = card
             try:
                 with open_ei(reader) as ei_card:
                     results += serve_card(session, ei_card, loads, audit, on_result)
@@ -513,7 +518,7 @@ def watch(
             except AsUnavailableError as error:
                 error.results = results + error.results
                 raise
-        sleep(poll_interval)
+        readers.wait(wait_timeout)
     return results
 
 
@@ -570,17 +575,15 @@ def run_batch(
 
 def run_watch(
     as_card: AsCard,
-    readers: Sequence[str],
     loads: Sequence[Load],
     audit: AuditSink,
     read_pin: Callable[[], Secret],
     open_ei: EiOpener,
-    presence: Presence,
+    readers: CardWatch,
     should_stop: Callable[[], bool],
     *,
-    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    wait_timeout: float = WAIT_TIMEOUT,
     on_result: Callable[[LoadResult], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> list[LoadResult]:
     """Check the AS, ask for the PIN, then serve EI cards as they come (see ``watch``)."""
     as_info, as_keys = read_as(as_card)
@@ -591,13 +594,11 @@ def run_watch(
         session = open_session(as_card, as_info, as_keys, pin)
     return watch(
         session,
-        readers,
         loads,
         audit,
         open_ei,
-        presence,
+        readers,
         should_stop,
-        poll_interval=poll_interval,
+        wait_timeout=wait_timeout,
         on_result=on_result,
-        sleep=sleep,
     )
