@@ -45,7 +45,7 @@ def test_round_trips_compare_both_bridges(report: dict[str, Any]) -> None:
     )
 
 
-def test_apdus_are_counted_per_card_key_and_batch(report: dict[str, Any]) -> None:
+def test_apdus_are_counted_per_card_key_and_session(report: dict[str, Any]) -> None:
     apdus = report["apdus"]
     floor, checked = apdus["floor"], apdus["with_checks"]
     assert floor["per_card"]["apdus"] == apdus["floor_per_card"] == 1 + 3 * report["keys"]
@@ -53,7 +53,13 @@ def test_apdus_are_counted_per_card_key_and_batch(report: dict[str, Any]) -> Non
     assert checked["cards"] == sum(SMOKE.sizes)
     assert checked["per_card"]["apdus"] >= floor["per_card"]["apdus"]
     assert checked["per_card"]["commands"]["IMPORT KEY (EI)"] == report["keys"]
-    assert floor["per_batch"]["commands"] == {"SELECT (AS)": 1, "VERIFY (AS)": 1}
+    assert floor["per_session"]["commands"] == {"SELECT (AS)": 1, "VERIFY (AS)": 1}
+    assert checked["per_session"]["commands"] == {
+        "SELECT (AS)": 1,
+        "LIST KEYS (AS)": 1,
+        "VERIFY (AS)": 1,
+    }
+    assert checked["per_card"]["apdus"] == floor["per_card"]["apdus"] + 1  # the EI's LIST KEYS
     for run in (floor, checked):
         assert sum(run["per_card"]["commands"].values()) == run["per_card"]["apdus"]
         assert run["per_card"]["bytes_sent"] > 0 and run["per_card"]["bytes_received"] > 0

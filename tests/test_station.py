@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from keyload_host import station
 from keyload_host.protocol import AID_AS, AID_EI, CLA_PROPRIETARY, SW, Info, Ins, LifeCycle, Role
+from keyload_host.transport import Pcsc
 from smartcard import scard
 from station_support import station_running
 
@@ -165,7 +166,12 @@ def test_remove_then_reinsert_keeps_persistent_state(started: Started, connect: 
 
 def test_swap_gives_a_fresh_blank_card(started: Started, connect: Connect) -> None:
     set_transport_key(_selected(connect, SECOND_EI_READER, AID_EI))
-    station.swap(SECOND_EI_READER)
+    with Pcsc() as pcsc:
+        watch = pcsc.watch([SECOND_EI_READER])
+        events = watch.cards()[SECOND_EI_READER]
+        station.swap(SECOND_EI_READER)
+        # PC/SC saw the old card leave and the new one arrive: two card events
+        assert watch.cards()[SECOND_EI_READER] == events + 2
     assert not connect(SECOND_EI_READER).select(AID_EI).transport_key_set
 
     station.swap(SECOND_EI_READER, "AS")

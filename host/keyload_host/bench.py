@@ -38,7 +38,7 @@ from . import station
 from .audit import AuditLog
 from .bench_cards import KEYS, benchmark_secrets, set_up_as
 from .bench_raw import GET_INFO_COMMAND, BenchError, raw_cards, round_trips, select_command
-from .bench_runs import Rig, floor_round, overhead, personalize_round, series, warm_up
+from .bench_runs import Overhead, Rig, floor_series, overhead, personalize_series, warm_up
 from .bench_stock import stock_bridge_card
 from .bench_timing import Exchange, RoundTimes, Tally, TimedAudit
 from .protocol import AID_EI, Ins
@@ -160,22 +160,19 @@ def _counts(exchanges: Sequence[Exchange], as_reader: str, divisor: int) -> dict
     }
 
 
-def _accounting(tally: Tally, as_reader: str) -> dict[str, Any]:
-    """APDUs and bytes per card and per key. The AS session (what goes to the AS but EXPORT
-    KEY: SELECT and VERIFY, and for ``personalize`` LIST KEYS) counts per batch, since it is
-    opened once per ``personalize`` run, whatever the number of cards."""
-    per_card: list[Exchange] = []
-    per_batch: list[Exchange] = []
-    for exchange in tally.exchanges:
-        in_session = exchange.reader == as_reader and exchange.ins != Ins.EXPORT_KEY
-        (per_batch if in_session else per_card).append(exchange)
+def _accounting(tally: Tally, as_reader: str, sessions: int) -> dict[str, Any]:
+    """APDUs and bytes per card and per key. The AS session (SELECT and VERIFY, and for
+    ``personalize`` LIST KEYS) counts per session: it is opened once per ``personalize`` run,
+    whatever the number of cards."""
+    per_card = [exchange for r in tally.rounds for exchange in r.exchanges]
+    per_session = [exchange for r in tally.session for exchange in r.exchanges]
     keys = tally.cards * len(KEYS)
     load_apdus = sum(1 for exchange in per_card if exchange.ins in LOAD_COMMANDS)
     return {
         "cards": tally.cards,
-        "batches": len(tally.rounds),
+        "sessions": sessions,
         "per_card": _counts(per_card, as_reader, tally.cards),
-        "per_batch": _counts(per_batch, as_reader, len(tally.rounds)),
+        "per_session": _counts(per_session, as_reader, sessions),
         "load_apdus_per_key": load_apdus / keys,
         "apdus_per_key": len(per_card) / keys,
         "ms_per_card": tally.per_card_ms("wall"),
@@ -199,17 +196,18 @@ def _round_ms_per_card(rounds: Sequence[RoundTimes]) -> list[float]:
     return [r.wall / r.cards * MS for r in rounds]
 
 
-def _overhead(tally: Tally, raw: Sequence[float], host_alone_seconds: float) -> dict[str, Any]:
-    """The ratio over the whole run, as defined, and the median of the rounds' ratios, which one
-    stalled ``fsync`` or descheduled process cannot move; both without the audit log, and
+def _overhead(measured: Overhead) -> dict[str, Any]:
+    """The ratio over the whole series, as defined, and the median of the rounds' ratios, which
+    one stalled ``fsync`` or descheduled process cannot move; both without the audit log, and
     without it and the connections, to show what each costs."""
+    tally = measured.tally
     wall, connect, audit = (tally.total(what) for what in ("wall", "connect", "audit"))
-    raw_seconds = sum(raw)
+    raw_seconds = measured.raw_session + sum(measured.raw_rounds)
 
     def median_ratio(excluded: Sequence[str]) -> float:
         return statistics.median(
             (r.wall - sum(getattr(r, what) for what in excluded)) / seconds
-            for r, seconds in zip(tally.rounds, raw, strict=True)
+            for r, seconds in zip(tally.rounds, measured.raw_rounds, strict=True)
         )
 
     return {
@@ -220,7 +218,7 @@ def _overhead(tally: Tally, raw: Sequence[float], host_alone_seconds: float) -> 
         "connect_disconnect_s": connect,
         "audit_s": audit,
         "host_s": tally.total("host"),
-        "host_alone_s": host_alone_seconds,
+        "host_alone_s": measured.host_alone,
         "ratio": wall / raw_seconds,
         "ratio_without_audit": (wall - audit) / raw_seconds,
         "ratio_without_audit_and_connect": (wall - audit - connect) / raw_seconds,
@@ -372,26 +370,27 @@ def run(options: BenchOptions, progress: Progress = lambda _message: None) -> di
             with_checks = Tally()
             for size in options.sizes:
                 progress(f"personalize: {size} EI card(s) through {len(series_readers)} reader(s)")
-                largest = series(rig, series_readers, size, personalize_round)
+                largest = personalize_series(rig, series_readers, size)
+                with_checks.session += largest.session
                 with_checks.rounds += largest.rounds
                 report["throughput"].append(_throughput(largest, len(series_readers)))
             report["flatness"] = _flatness(report["throughput"], largest)
             progress(f"floor run: {options.floor_cards} EI cards, no checks")
-            floor = series(rig, series_readers, options.floor_cards, floor_round)
+            floor = floor_series(rig, series_readers, options.floor_cards)
             report["apdus"] = {
                 "floor_per_card": FLOOR_PER_CARD,
                 "floor_per_key": FLOOR_PER_KEY,
-                "with_checks": _accounting(with_checks, as_reader),
-                "floor": _accounting(floor, as_reader),
+                "with_checks": _accounting(with_checks, as_reader, len(options.sizes)),
+                "floor": _accounting(floor, as_reader, 1),
             }
             progress(f"host overhead: {options.overhead_cards} EI cards, each load replayed raw")
             report["host_overhead"] = _overhead(
-                *overhead(rig, series_readers, options.overhead_cards)
+                overhead(rig, series_readers, options.overhead_cards)
             )
             report["readers"] = []
             for count in options.reader_counts:
                 progress(f"readers: {options.reader_cards} EI cards through {count} reader(s)")
-                tally = series(rig, ei_readers[:count], options.reader_cards, personalize_round)
+                tally = personalize_series(rig, ei_readers[:count], options.reader_cards)
                 report["readers"].append(_throughput(tally, count))
             report["swap_ms_median"] = statistics.median(rig.swap_seconds) * MS
             progress("round trips of a trivial APDU: the station, then jCardSim's stock bridge")

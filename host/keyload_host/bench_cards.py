@@ -81,7 +81,7 @@ class BenchSecrets:
         return Secret(secret.reveal(), kind)
 
     def pin(self) -> Secret:
-        """The operator PIN, as ``workflow.run_batch`` asks for it."""
+        """The operator PIN, as the workflow asks for it."""
         return self.load(_PIN, SecretKind.PIN, "AS operator PIN", False)
 
     def wipe(self) -> None:

@@ -91,8 +91,9 @@ class RawCard:
 
 @contextmanager
 def raw_cards(readers: Sequence[str]) -> Iterator[dict[str, RawCard]]:
-    """Connect to the cards in ``readers`` (shared, as nothing else is done with them), and
-    disconnect with a reset at the end, as the host does."""
+    """Connect to the cards in ``readers``, shared, and disconnect without a reset: the AS
+    session of the series being measured is open beside these connections and must outlive
+    them."""
     hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
     if hresult != scard.SCARD_S_SUCCESS:
         raise BenchError(f"no PC/SC context: {scard.SCardGetErrorMessage(hresult).strip()}")
@@ -109,7 +110,7 @@ def raw_cards(readers: Sequence[str]) -> Iterator[dict[str, RawCard]]:
             if hresult != scard.SCARD_S_SUCCESS:
                 message = scard.SCardGetErrorMessage(hresult).strip()
                 raise BenchError(f"cannot connect to the card in '{reader}': {message}")
-            stack.callback(scard.SCardDisconnect, handle, scard.SCARD_RESET_CARD)
+            stack.callback(scard.SCardDisconnect, handle, scard.SCARD_LEAVE_CARD)
             cards[reader] = RawCard(reader, handle, _PCI[protocol])
         yield cards
 

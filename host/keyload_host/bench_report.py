@@ -49,7 +49,7 @@ def _apdu_rows(apdus: dict[str, Any]) -> list[list[str]]:
     rows = []
     for label, key in RUNS:
         run = apdus[key]
-        card, batch = run["per_card"], run["per_batch"]
+        card, session = run["per_card"], run["per_session"]
         rows.append(
             [
                 label,
@@ -57,7 +57,7 @@ def _apdu_rows(apdus: dict[str, Any]) -> list[list[str]]:
                 f"{run['load_apdus_per_key']:g}",
                 f"{run['apdus_per_key']:.2f}",
                 f"{card['bytes_sent']:.0f}/{card['bytes_received']:.0f}",
-                f"{batch['apdus']:g}",
+                f"{session['apdus']:g}",
                 _ms(run["ms_per_card"]),
             ]
         )
@@ -66,7 +66,7 @@ def _apdu_rows(apdus: dict[str, Any]) -> list[list[str]]:
 
 def _command_rows(apdus: dict[str, Any]) -> Iterator[list[str]]:
     runs = [apdus[key] for _, key in RUNS]
-    for scope in ("per_card", "per_batch"):
+    for scope in ("per_card", "per_session"):
         names = list(dict.fromkeys(name for run in runs for name in run[scope]["commands"]))
         yield from (
             [f"{name}, {scope.replace('_', ' ')}"]
@@ -133,7 +133,7 @@ def format_report(report: dict[str, Any]) -> str:
     parts += [
         "",
         f"2. APDUs per EI card with {report['keys']} keys (floor: {apdus['floor_per_card']} per "
-        f"card, {apdus['floor_per_key']} per key); the AS session counts per batch",
+        f"card, {apdus['floor_per_key']} per key); the AS session's count once per run",
         format_table(
             [
                 "run",
@@ -141,7 +141,7 @@ def format_report(report: dict[str, Any]) -> str:
                 "load apdus/key",
                 "apdus/key",
                 "bytes out/in per card",
-                "apdus/batch",
+                "apdus/session",
                 "ms/card",
             ],
             _apdu_rows(apdus),

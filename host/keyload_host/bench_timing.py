@@ -1,10 +1,10 @@
 """Where the time of ``personalize`` goes: what the benchmark wraps around the host's own code.
 
-A round's wall time is split four ways. The **card** share is what the station measured inside
+A stretch's wall time is split four ways. The **card** share is what the station measured inside
 jCardSim (its ``TIMES`` control command, summed over every reader). The **PC/SC stack** share is
 the time spent in ``SCardTransmit``, ``SCardConnect`` and ``SCardDisconnect`` (pyscard, pcscd,
 vpcd and the station's socket) less the card share. The **audit** share is the time spent writing
-audit records (one ``fsync`` each). The **host** share is the rest: keyload's own Python, its
+audit records (one ``fsync`` per card). The **host** share is the rest: keyload's own Python, its
 checks and bookkeeping.
 """
 
@@ -24,7 +24,7 @@ from .transport import Pcsc, PcscTransport, TransportStats
 
 NANOS_PER_SECOND = 1e9
 SHARES = ("host", "audit", "pcsc", "card")
-"""The parts a round's wall time is split into (see ``RoundTimes``)."""
+"""The parts a stretch's wall time is split into (see ``RoundTimes``)."""
 
 
 @dataclass(frozen=True)
@@ -45,42 +45,61 @@ class Exchange:
             return f"INS {self.ins:02X}"
 
 
-class RecordingTransport:
-    """A ``Transport`` around a PC/SC connection that times every exchange and, when given a
-    script, keeps each command and response for a replay (the caller wipes the script)."""
+class Recorder:
+    """Opens the connections of a series and keeps what crosses them: every exchange (timed),
+    the time of every connect and disconnect, and, when given a script, each command and
+    response for a replay (the caller wipes the script).
 
-    def __init__(
-        self, inner: PcscTransport, exchanges: list[Exchange], script: Script | None = None
-    ) -> None:
+    Its connections are shared where ``personalize`` connects exclusively, so that the minimal
+    loop can replay to the AS while the series' session with it is open; pcscd takes as long
+    to open either kind.
+    """
+
+    def __init__(self, pcsc: Pcsc, script: Script | None = None) -> None:
+        self.pcsc = pcsc
+        self.script = script
+        self.exchanges: list[Exchange] = []
+        self.connecting: list[float] = []
+        """Seconds of each connect and of each disconnect."""
+
+    def connect(self, reader: str, *, reset: bool) -> RecordingTransport:
+        """``pcsc.connect``, timed; the connection's disconnect is timed too."""
+        began = time.perf_counter()
+        inner = self.pcsc.connect(reader, exclusive=False, reset=reset)
+        self.connecting.append(time.perf_counter() - began)
+        return RecordingTransport(inner, self)
+
+
+class RecordingTransport:
+    """A ``Transport`` around a PC/SC connection that its ``Recorder`` times and records."""
+
+    def __init__(self, inner: PcscTransport, recorder: Recorder) -> None:
         self.inner = inner
         self.reader = inner.reader
         self.stats: TransportStats = inner.stats
-        self.exchanges = exchanges
-        self.script = script
+        self.recorder = recorder
 
     def transmit(self, apdu: bytes) -> bytes:
         began = time.perf_counter()
         response = self.inner.transmit(apdu)
         seconds = time.perf_counter() - began
-        self.exchanges.append(Exchange(self.reader, apdu[1], len(apdu), len(response), seconds))
-        if self.script is not None:
-            self.script.append(Recorded(self.reader, bytearray(apdu), response))
+        self.recorder.exchanges.append(
+            Exchange(self.reader, apdu[1], len(apdu), len(response), seconds)
+        )
+        if self.recorder.script is not None:
+            self.recorder.script.append(Recorded(self.reader, bytearray(apdu), response))
         return response
 
-
-@contextmanager
-def timed_connection(pcsc: Pcsc, reader: str, seconds: list[float]) -> Iterator[PcscTransport]:
-    """``pcsc.connect`` for a ``with`` block, adding the time of connecting and of disconnecting
-    (with the reset the host always does) to ``seconds``."""
-    began = time.perf_counter()
-    transport = pcsc.connect(reader)
-    seconds.append(time.perf_counter() - began)
-    try:
-        yield transport
-    finally:
+    def disconnect(self) -> None:
         began = time.perf_counter()
-        transport.disconnect()
-        seconds.append(time.perf_counter() - began)
+        self.inner.disconnect()
+        self.recorder.connecting.append(time.perf_counter() - began)
+
+    def __enter__(self) -> RecordingTransport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.disconnect()
 
 
 class CannedTransport:
@@ -111,20 +130,28 @@ class TimedAudit:
         finally:
             self.seconds += time.perf_counter() - began
 
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """The inner group; the time its end takes (the ``fsync``) counts as the audit's."""
+        began = time.perf_counter()
+        with self.inner.group():
+            self.seconds += time.perf_counter() - began
+            try:
+                yield
+            finally:
+                began = time.perf_counter()
+        self.seconds += time.perf_counter() - began
+
 
 def card_seconds(control_port: int) -> float:
-    """Seconds the station's cards have spent in jCardSim since it started, all readers.
-
-    Goes through the station module's control client (private there: no other caller needs
-    TIMES) rather than a second copy of it.
-    """
+    """Seconds the station's cards have spent in jCardSim since it started, all readers."""
     lines = station.control(control_port, "TIMES")
     return sum(int(line.split()[2]) for line in lines) / NANOS_PER_SECOND
 
 
 @dataclass
 class RoundTimes:
-    """One timed round: how many cards, where its time went, and every APDU it sent."""
+    """One timed stretch: how many cards it served, where its time went, every APDU it sent."""
 
     cards: int
     wall: float
@@ -144,21 +171,51 @@ class RoundTimes:
         return self.wall - self.transmit - self.connect - self.audit
 
 
+class Stopwatch:
+    """Cuts a series into timed stretches: ``lap`` ends one and starts the next, ``restart``
+    starts the next one later, so that what happens between a lap and a restart (card swaps,
+    replays) is not timed."""
+
+    def __init__(self, recorder: Recorder, audit: TimedAudit, control_port: int) -> None:
+        self.recorder = recorder
+        self.audit = audit
+        self.control_port = control_port
+        self.restart()
+
+    def restart(self) -> None:
+        self._card = card_seconds(self.control_port)
+        self._exchanges = len(self.recorder.exchanges)
+        self._connecting = len(self.recorder.connecting)
+        self._audit = self.audit.seconds
+        self._began = time.perf_counter()
+
+    def lap(self, cards: int) -> RoundTimes:
+        """The stretch since the last lap or restart, as serving ``cards`` cards."""
+        wall = time.perf_counter() - self._began
+        card = card_seconds(self.control_port) - self._card
+        exchanges = self.recorder.exchanges[self._exchanges :]
+        connect = sum(self.recorder.connecting[self._connecting :])
+        audit = self.audit.seconds - self._audit
+        transmit = sum(exchange.seconds for exchange in exchanges)
+        times = RoundTimes(cards, wall, transmit, connect, card, audit, exchanges)
+        self.restart()
+        return times
+
+
 @dataclass
 class Tally:
-    """Rounds added up: totals, per-card means and the APDU accounting."""
+    """A series added up: its AS session (opening and closing it, once per series, no card),
+    its rounds of cards, totals and per-card means."""
 
+    session: list[RoundTimes] = field(default_factory=list)
     rounds: list[RoundTimes] = field(default_factory=list)
-
-    def add(self, round_times: RoundTimes) -> None:
-        self.rounds.append(round_times)
 
     @property
     def cards(self) -> int:
         return sum(r.cards for r in self.rounds)
 
     def total(self, what: str) -> float:
-        return sum(getattr(r, what) for r in self.rounds)
+        return sum(getattr(r, what) for r in self.session + self.rounds)
 
     def per_card_ms(self, what: str) -> float:
         return 1e3 * self.total(what) / self.cards
@@ -169,7 +226,7 @@ class Tally:
 
     @property
     def exchanges(self) -> Iterable[Exchange]:
-        return (exchange for r in self.rounds for exchange in r.exchanges)
+        return (exchange for r in self.session + self.rounds for exchange in r.exchanges)
 
     def split_ms(self) -> dict[str, float]:
         """Mean time per card in each share of the wall time."""

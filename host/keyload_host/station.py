@@ -254,11 +254,20 @@ def reinsert(reader: str) -> None:
 def swap(reader: str, role: str | None = None) -> None:
     """Replace the card in a reader by a fresh blank one (default: of the same role).
 
-    Applications see the old card leave and the new one arrive; returns once the new card is
-    visible through PC/SC.
+    Applications see the old card leave and the new one arrive: the card is removed, PC/SC is
+    waited for to show the reader empty, and only then is the new card inserted. (The station's
+    own SWAP command inserts at once, and pcscd, which looks at vpcd readers every 0.4 s, may
+    then never see the reader empty: no card event, so watch mode could take the new card for
+    the old one.) Returns once the new card is visible through PC/SC.
     """
-    command = "SWAP {port}" if role is None else f"SWAP {{port}} {_checked_card_role(role)}"
-    _card_event(reader, command, present=True)
+    run = _require_run()
+    current = next(slot.role for slot in status().readers if slot.port == run.port_of(reader))
+    if role is None and current == EMPTY:
+        raise StationError(f"reader '{reader}' is empty: say which role to insert")
+    new_role = _checked_card_role(role or current)
+    if current != EMPTY:
+        remove(reader)
+    insert(reader, new_role)
 
 
 def pull(reader: str, nth_apdu: int, when: str = "before") -> None:
