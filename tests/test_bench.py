@@ -38,7 +38,8 @@ def test_round_trips_compare_both_bridges(report: dict[str, Any]) -> None:
     round_trip = report["round_trip"]
     assert round_trip["station"]["samples"] == SMOKE.station_samples
     assert round_trip["stock"]["samples"] == SMOKE.stock_samples
-    for bridge in ("station", "stock"):
+    assert round_trip["station_after_host_work"]["samples"] == SMOKE.station_samples
+    for bridge in ("station", "station_after_host_work", "stock"):
         assert 0 < round_trip[bridge]["median_ms"] <= round_trip[bridge]["p95_ms"]
     assert round_trip["speedup"] == pytest.approx(
         round_trip["stock"]["median_ms"] / round_trip["station"]["median_ms"]

@@ -16,7 +16,14 @@ applets are not built or a station is already up.
 from __future__ import annotations
 
 import json
+import os
+import queue
 import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -470,3 +477,102 @@ def test_refuses_a_batch_beyond_the_export_limit(card_set: CardSet, good_ei: byt
             f"(limit {EI_CARD_COUNT}, done {EI_CARD_COUNT}), this batch needs {len(EI_READERS)}"
         ],
     )
+
+
+# ------------------------------------------------------------------------------ watch mode
+
+WATCH_KEYS = (AUTH_KEY, MAC_KEY)
+"""The keys watch mode loads: the encryption key's export limit is spent by the card set."""
+WATCH_TIMEOUT = 30.0
+
+
+class WatchProcess:
+    """`keyload-host personalize --watch` in its own process, its output read line by line."""
+
+    def __init__(self, arguments: Sequence[str], env: Mapping[str, str]) -> None:
+        executable = shutil.which("keyload-host")
+        assert executable is not None, "keyload-host is not on PATH: run scripts/install"
+        self.process = subprocess.Popen(
+            [executable, *arguments],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def expect(self, fragment: str, count: int) -> list[str]:
+        """The next ``count`` lines that contain ``fragment``; fails after WATCH_TIMEOUT."""
+        found: list[str] = []
+        deadline = time.monotonic() + WATCH_TIMEOUT
+        while len(found) < count:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no line with '{fragment}' in time; output so far: {self.seen}")
+            self.seen.append(line)
+            if fragment in line:
+                found.append(line)
+        return found
+
+    def interrupt(self) -> tuple[int, str]:
+        """Ctrl-C, as the operator ends a session: the exit code and the rest of the output."""
+        self.process.send_signal(signal.SIGINT)
+        returncode = self.process.wait(timeout=WATCH_TIMEOUT)
+        self.reader.join(timeout=WATCH_TIMEOUT)  # the output ends with the process
+        rest = []
+        while not self.lines.empty():
+            rest.append(self.lines.get_nowait())
+        self.seen += rest
+        return returncode, "\n".join(rest)
+
+
+def test_watch_mode_serves_cards_as_they_are_inserted(card_set: CardSet) -> None:
+    """An operator's watch session: a card already in a reader is loaded, a card inserted
+    during the session is loaded as soon as PC/SC sees it, a card taken out and put back is
+    checked again and skipped, and Ctrl-C ends the session with the summary."""
+    first = card_set.new_ei(EI_READER_A, "watch-first")
+    inserted = card_set.new_ei(EI_READER_B, "watch-inserted")
+    station.remove(EI_READER_B)  # kept aside, set up and locked, until the session runs
+    audit_path = card_set.directory / "watch.jsonl"
+    arguments = ["personalize", "--watch", "--as-reader", AS_READER, "--audit", str(audit_path)]
+    arguments += ["--pin-env", PIN_ENV, "--ei-reader", EI_READER_A, "--ei-reader", EI_READER_B]
+    for spec in WATCH_KEYS:
+        arguments += ["--load", spec.load]
+    watch = WatchProcess(arguments, {PIN_ENV: card_set.pin})
+    try:
+        loaded = watch.expect(": loaded", len(WATCH_KEYS))
+        assert all(line.startswith(_hex(first)) for line in loaded)
+        station.reinsert(EI_READER_B)
+        loaded = watch.expect(": loaded", len(WATCH_KEYS))
+        assert all(line.startswith(_hex(inserted)) for line in loaded)
+        station.remove(EI_READER_A)
+        station.reinsert(EI_READER_A)
+        skipped = watch.expect(": skipped", len(WATCH_KEYS))
+        assert all(line.startswith(_hex(first)) for line in skipped)
+    finally:
+        returncode, rest = watch.interrupt()
+    assert returncode == 0, "\n".join(watch.seen)
+    assert "Stopped." in rest
+    assert _summary(2 * len(WATCH_KEYS), len(WATCH_KEYS), 0) in rest
+    for serial, reader in ((first, EI_READER_A), (inserted, EI_READER_B)):
+        slots = read_card(reader, EiCard).by_ref()
+        for spec in WATCH_KEYS:
+            assert slots[spec.ref2].kcv == crypto.kcv(card_set.unit_key(spec, serial))
+    records = _audit_records(audit_path)
+    assert [record["event"] for record in records] == [
+        "session_start",
+        *["key"] * 3 * len(WATCH_KEYS),
+        "session_end",
+    ]
+    assert records[-1]["result"] == "ok"
+    assert leaked("\n".join(watch.seen) + audit_path.read_text(), card_set.known_secrets) == []

@@ -2,9 +2,10 @@
 
 One record per event, written with a single ``write`` on a file opened with O_APPEND (so records of
 concurrent runs never interleave) and fsync'ed before the call returns (so a record survives a crash
-right after the card was changed). Inside ``group()`` the records are written as they come and
-fsync'ed together when the group ends: the workflow groups the records of one EI card, so a card
-costs one ``fsync`` (on a real disk the largest cost of a card after its APDUs), not one per key.
+right after the card was changed). Inside ``group()`` the records are kept and written together,
+in one ``write`` and one ``fsync``, when the group ends: the workflow groups the records of one EI
+card, so a card costs one ``fsync`` (on a real disk the largest cost of a card after its APDUs),
+not one per key, and nothing is written between a card's APDUs.
 
 Records name readers, serials, references, versions, KCVs and status words; a guard refuses any
 value that is bytes, a bytearray or a ``Secret``, so that key material cannot reach the log even by
@@ -95,56 +96,53 @@ class AuditLog:
             )
         except OSError as error:
             raise AuditError(f"{path}: cannot open the audit log: {error.strerror}") from None
-        self._grouping = False
-        self._unsynced = False
+        self._grouped: list[bytes] | None = None
+        """The lines of the group being written, None outside a group."""
 
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
-        """Write one record and make it durable (at the end of the group inside ``group()``);
+        """Write one record and make it durable (inside ``group()``: when the group ends);
         returns the record as written."""
         _validate(fields)
+        if self._fd is None:
+            raise AuditError(f"{self.path}: the audit log is closed")
         record = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "event": event,
             **{name: fields[name] for name in FIELDS if fields.get(name) is not None},
         }
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-        if self._fd is None:
-            raise AuditError(f"{self.path}: the audit log is closed")
-        try:
-            os.write(self._fd, line)
-        except OSError as error:
-            raise AuditError(f"{self.path}: cannot write the audit log: {error.strerror}") from None
-        self._unsynced = True
-        if not self._grouping:
-            self._sync()
+        if self._grouped is None:
+            self._write(line)
+        else:
+            self._grouped.append(line)
         return record
 
     @contextmanager
     def group(self) -> Iterator[None]:
-        """One ``fsync`` for the records written inside, when the block ends (also on an error).
-        Groups do not nest: an inner one joins the outer."""
-        if self._grouping:
+        """Records made inside are written together when the block ends (also on an error):
+        one ``write``, one ``fsync``. Groups do not nest: an inner one joins the outer."""
+        if self._grouped is not None:
             yield
             return
-        self._grouping = True
+        self._grouped = []
         try:
             yield
         finally:
-            self._grouping = False
-            self._sync()
+            lines, self._grouped = self._grouped, None
+            if lines:
+                self._write(b"".join(lines))
 
-    def _sync(self) -> None:
-        if not self._unsynced or self._fd is None:
-            return
+    def _write(self, lines: bytes) -> None:
+        if self._fd is None:
+            raise AuditError(f"{self.path}: the audit log is closed")
         try:
+            os.write(self._fd, lines)
             os.fsync(self._fd)
         except OSError as error:
             raise AuditError(f"{self.path}: cannot write the audit log: {error.strerror}") from None
-        self._unsynced = False
 
     def close(self) -> None:
         if self._fd is not None:
-            self._sync()
             os.close(self._fd)
             self._fd = None
 

@@ -59,6 +59,10 @@ LOAD_COMMANDS = (Ins.GET_CHALLENGE, Ins.EXPORT_KEY, Ins.IMPORT_KEY)
 PERCENTILE_95 = 19
 """Index of the 95th percentile among ``statistics.quantiles(n=20)``."""
 EI_APPLET_CLASS = "keyload.applet.EiApplet"
+HOST_WORK_US = 100
+"""Microseconds of busy computing before each round trip in the second latency series: about
+what ``personalize`` computes between two APDUs on the station (its host share per card over
+its APDUs per card), to show what that work costs the APDU after it."""
 RAM_DIR = Path("/dev/shm")
 DEFAULT_AUDIT_DIR = str(RAM_DIR) if RAM_DIR.is_dir() else None
 AS_ROLE, EI_ROLE, EMPTY_ROLE = "AS", "EI", "EMPTY"
@@ -136,6 +140,10 @@ def _round_trips(
         result: dict[str, Any] = {
             "command": "GET INFO to the EI applet",
             "station": _latency(round_trips(card, GET_INFO_COMMAND, options.station_samples)),
+            "host_work_us": HOST_WORK_US,
+            "station_after_host_work": _latency(
+                round_trips(card, GET_INFO_COMMAND, options.station_samples, HOST_WORK_US / 1e6)
+            ),
         }
     if options.stock:
         port = options.base_port + stock_index

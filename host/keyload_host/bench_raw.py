@@ -115,9 +115,22 @@ def raw_cards(readers: Sequence[str]) -> Iterator[dict[str, RawCard]]:
         yield cards
 
 
-def round_trips(card: RawCard, command: bytes, samples: int) -> list[float]:
-    """Seconds of each of ``samples`` round trips of ``command``."""
-    return [card.command(command)[1] for _ in range(samples)]
+def round_trips(card: RawCard, command: bytes, samples: int, work: float = 0.0) -> list[float]:
+    """Seconds of each of ``samples`` round trips of ``command``; with ``work``, each round trip
+    follows that many seconds of busy computing, as a host's own work between two APDUs."""
+    seconds = []
+    for _ in range(samples):
+        if work:
+            _compute(work)
+        seconds.append(card.command(command)[1])
+    return seconds
+
+
+def _compute(seconds: float) -> None:
+    """Keep the CPU busy for ``seconds`` (a sleep would let it idle, which is not host work)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
 def replay(cards: dict[str, RawCard], script: Script) -> float:

@@ -274,7 +274,19 @@ def plan(
 ) -> list[CardPlan]:
     """Check the whole batch before any card is changed; raise PreflightError listing every
     problem, or return what each EI needs."""
-    problems = check_as(as_reader, as_info, as_keys, loads)
+    return plan_eis(as_info, as_keys, eis, loads, check_as(as_reader, as_info, as_keys, loads))
+
+
+def plan_eis(
+    as_info: Info,
+    as_keys: Mapping[int, KeyEntry],
+    eis: Sequence[EiState],
+    loads: Sequence[Load],
+    as_problems: Sequence[str] = (),
+) -> list[CardPlan]:
+    """``plan`` for EI cards against an AS checked already (``as_problems``: what its check
+    found, listed first), as watch mode checks each card against its session's AS."""
+    problems = list(as_problems)
     for ei in eis:
         problems += check_ei(as_info, as_keys, ei, loads)
     if problems:
@@ -455,15 +467,16 @@ def serve_card(
 ) -> list[LoadResult]:
     """Read, check and load one EI that arrived on its own (watch mode).
 
-    The checks are those of the batch preflight, against the AS state of this session; a card
-    that fails them is reported as failed and gets no IMPORT KEY.
+    The checks are those of the batch preflight for an EI, against the AS state of this session
+    (the AS itself was checked when the session opened); a card that fails them is reported as
+    failed and gets no IMPORT KEY.
     """
     try:
         ei = read_ei(ei_card)
     except (CardError, ProtocolError, TransportError) as error:
         return _card_failed(ei_card.reader, "", loads, str(error), audit, on_result)
     try:
-        (card_plan,) = plan(session.card.reader, session.info, session.keys, [ei], loads)
+        (card_plan,) = plan_eis(session.info, session.keys, [ei], loads)
     except PreflightError as error:
         reason = "; ".join(error.problems)
         return _card_failed(ei.reader, ei.serial, loads, reason, audit, on_result)
