@@ -62,37 +62,31 @@ def test_the_log_is_appended_to_and_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(new.stat().st_mode) == 0o600
 
 
-def test_each_record_is_fsynced_before_record_returns(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """For every ``fsync``, the number of lines the log at tmp_path/audit.jsonl had then."""
     path = tmp_path / "audit.jsonl"
-    synced: list[int] = []
+    counts: list[int] = []
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
-        synced.append(len(path.read_text().splitlines()))
+        counts.append(len(path.read_text().splitlines()))
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    with AuditLog(path) as audit:
+    return counts
+
+
+def test_each_record_is_fsynced_before_record_returns(tmp_path: Path, synced: list[int]) -> None:
+    with AuditLog(tmp_path / "audit.jsonl") as audit:
         audit.record("a")
         assert synced == [1]
         audit.record("b")
         assert synced == [1, 2]
 
 
-def test_a_group_of_records_is_fsynced_once_when_it_ends(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_group_of_records_is_fsynced_once_when_it_ends(tmp_path: Path, synced: list[int]) -> None:
     path = tmp_path / "audit.jsonl"
-    synced: list[int] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(len(path.read_text().splitlines()))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
     with AuditLog(path) as audit:
         with audit.group():
             audit.record("a")

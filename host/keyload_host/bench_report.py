@@ -103,7 +103,7 @@ def _overhead_lines(overhead: dict[str, Any]) -> list[str]:
 
     return [
         f"personalize: {per_card(overhead['wall_s'])} wall, of which the audit log "
-        f"{per_card(overhead['audit_s'])}, connecting and disconnecting the cards "
+        f"{per_card(overhead['audit_s'])}, connecting, disconnecting and watching the cards "
         f"{per_card(overhead['connect_disconnect_s'])}, keyload's own work "
         f"{per_card(overhead['host_s'])}",
         f"its APDU round trips: {per_card(overhead['transmit_s'])}; the same APDUs through a "

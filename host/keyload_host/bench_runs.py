@@ -50,7 +50,7 @@ class Rig:
     """The serial of the EI now in each reader."""
 
 
-def fresh_cards(rig: Rig, readers: Sequence[str], serials: Sequence[bytes] = ()) -> list[bytes]:
+def fresh_cards(rig: Rig, readers: Sequence[str], serials: Sequence[bytes] = ()) -> None:
     """Swap a blank EI into each reader and set it up and LOCK it; new serials unless given."""
     serials = list(serials) or [serial_number(next(rig.card_numbers)) for _ in readers]
     for reader, serial in zip(readers, serials, strict=True):
@@ -59,7 +59,6 @@ def fresh_cards(rig: Rig, readers: Sequence[str], serials: Sequence[bytes] = ())
         rig.swap_seconds.append(time.perf_counter() - began)
         set_up_ei(rig.pcsc, reader, serial, rig.values)
         rig.serials[reader] = serial
-    return serials
 
 
 def batches(readers: Sequence[str], cards: int) -> list[list[str]]:
@@ -96,7 +95,10 @@ class BenchReaders:
         if not self.session_open:
             self.tally.session.append(self.stopwatch.lap(0))
             self.session_open = True
-        return self.inner.cards()
+        began = time.perf_counter()
+        cards = self.inner.cards()
+        self.stopwatch.recorder.connecting.append(time.perf_counter() - began)
+        return cards
 
     def wait(self, _timeout: float) -> None:
         batch = self.rounds[len(self.tally.rounds)]
