@@ -23,12 +23,16 @@ DPI = 110
 
 
 def _round_trips(axes: Any, round_trip: dict[str, Any]) -> None:
-    bridges = [("keyload station", "station"), ("jCardSim stock bridge", "stock")]
-    present = [(label, round_trip[key]) for label, key in bridges if key in round_trip]
-    labels = [label for label, _ in present]
-    medians = [stats["median_ms"] for _, stats in present]
-    p95 = [stats["p95_ms"] for _, stats in present]
-    axes.bar(labels, medians, color=["tab:green", "tab:gray"][: len(present)], label="median")
+    bridges = [
+        ("keyload station", "station", "tab:green"),
+        ("station, after\nhost work", "station_after_host_work", "tab:olive"),
+        ("jCardSim stock bridge", "stock", "tab:gray"),
+    ]
+    present = [(name, round_trip[key], color) for name, key, color in bridges if key in round_trip]
+    labels = [label for label, _, _ in present]
+    medians = [stats["median_ms"] for _, stats, _ in present]
+    p95 = [stats["p95_ms"] for _, stats, _ in present]
+    axes.bar(labels, medians, color=[color for _, _, color in present], label="median")
     axes.scatter(labels, p95, color="black", marker="_", s=400, label="p95", zorder=3)
     axes.set_yscale("log")
     axes.set_ylabel("ms per APDU (log)")
