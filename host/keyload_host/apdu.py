@@ -20,6 +20,7 @@ from .protocol import (
     SW_VERIFY_FAILED_MASK,
     Ins,
     ProtocolError,
+    ins_name,
 )
 from .transport import Transport
 
@@ -51,10 +52,7 @@ class Command:
 
     @property
     def name(self) -> str:
-        try:
-            return Ins(self.ins).command_name
-        except ValueError:
-            return f"INS {self.ins:02X}"
+        return ins_name(self.ins)
 
     def encode(self) -> bytearray:
         """The APDU bytes, as a bytearray so that a caller sending a secret can wipe them."""

@@ -19,7 +19,7 @@ from typing import Any
 from . import station
 from .audit import AuditSink
 from .bench_raw import Recorded, Script
-from .protocol import Ins
+from .protocol import ins_name
 from .transport import Pcsc, PcscTransport, TransportStats
 
 NANOS_PER_SECOND = 1e9
@@ -39,10 +39,7 @@ class Exchange:
 
     @property
     def command_name(self) -> str:
-        try:
-            return Ins(self.ins).command_name
-        except ValueError:
-            return f"INS {self.ins:02X}"
+        return ins_name(self.ins)
 
 
 class Recorder:

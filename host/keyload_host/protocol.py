@@ -56,6 +56,15 @@ class Ins(IntEnum):
         return self.name.replace("_", " ")
 
 
+def ins_name(ins: int) -> str:
+    """The command's name for an instruction byte, e.g. ``EXPORT KEY``; ``INS 12`` for one
+    the protocol does not know."""
+    try:
+        return Ins(ins).command_name
+    except ValueError:
+        return f"INS {ins:02X}"
+
+
 class Role(IntEnum):
     AS = 0x01
     EI = 0x02
