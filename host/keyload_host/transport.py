@@ -102,6 +102,13 @@ class ReaderStatus:
     atr: bytes
     exclusive: bool
     """Another program holds the card exclusively."""
+    state: int = scard.SCARD_STATE_UNAWARE
+    """The reader's event state as PC/SC reported it (without the "changed" flag): what a wait
+    for the next change starts from; its upper 16 bits count the reader's card events."""
+
+    @property
+    def card_events(self) -> int:
+        return self.state >> _EVENT_COUNT_SHIFT
 
 
 def _error_text(hresult: int) -> str:
@@ -185,6 +192,7 @@ class Pcsc:
                 card_present=bool(event & scard.SCARD_STATE_PRESENT),
                 atr=bytes(atr),
                 exclusive=bool(event & scard.SCARD_STATE_EXCLUSIVE),
+                state=event & ~scard.SCARD_STATE_CHANGED,
             )
             for name, event, atr in new_states
         ]
@@ -211,9 +219,17 @@ class Pcsc:
         ((_name, event, _atr),) = states
         return not event & scard.SCARD_STATE_PRESENT
 
+    def wait_for_change(self, seen: Sequence[ReaderStatus], timeout: float) -> None:
+        """Return when one of the readers' state differs from ``seen``, or after ``timeout``
+        seconds."""
+        states = [(status.name, status.state) for status in seen]
+        hresult, _states = scard.SCardGetStatusChange(self._context, int(timeout * 1000), states)
+        if hresult != scard.SCARD_E_TIMEOUT:
+            _check(hresult, "cannot wait for a card")
+
     def watch(self, names: Sequence[str]) -> ReaderWatch:
         """Follow the cards in ``names``, for serving cards as they are inserted."""
-        return ReaderWatch(self._context, names)
+        return ReaderWatch(self, names)
 
     def find_reader(self, pattern: str) -> str:
         return match_reader(pattern, self.reader_names())
@@ -256,29 +272,23 @@ class ReaderWatch:
     is noticed as soon as pcscd sees it, not at the next tick of a poll.
     """
 
-    def __init__(self, context: int, names: Sequence[str]) -> None:
-        self._context = context
-        self._states = [(name, scard.SCARD_STATE_UNAWARE) for name in names]
+    def __init__(self, pcsc: Pcsc, names: Sequence[str]) -> None:
+        self._pcsc = pcsc
+        self._names = list(names)
+        self._seen = [ReaderStatus(name, False, b"", False) for name in self._names]
 
     def cards(self) -> dict[str, int | None]:
         """Per reader: the event count of the card in it, None when it is empty."""
-        unaware = [(name, scard.SCARD_STATE_UNAWARE) for name, _state in self._states]
-        hresult, states = scard.SCardGetStatusChange(self._context, 0, unaware)
-        _check(hresult, "cannot read the reader states")
-        self._states = [(name, event & ~scard.SCARD_STATE_CHANGED) for name, event, _atr in states]
+        self._seen = self._pcsc.readers(self._names)
         return {
-            name: state >> _EVENT_COUNT_SHIFT if state & scard.SCARD_STATE_PRESENT else None
-            for name, state in self._states
+            status.name: status.card_events if status.card_present else None
+            for status in self._seen
         }
 
     def wait(self, timeout: float) -> None:
         """Return when a reader's state differs from the one ``cards`` last saw, or after
         ``timeout`` seconds."""
-        hresult, _states = scard.SCardGetStatusChange(
-            self._context, int(timeout * 1000), self._states
-        )
-        if hresult != scard.SCARD_E_TIMEOUT:
-            _check(hresult, "cannot wait for a card")
+        self._pcsc.wait_for_change(self._seen, timeout)
 
 
 class PcscTransport:
