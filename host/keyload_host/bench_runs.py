@@ -78,23 +78,20 @@ class BenchReaders:
         rounds: Sequence[Sequence[str]],
         stopwatch: Stopwatch,
         tally: Tally,
-        script: Script,
         after_round: AfterRound | None,
     ) -> None:
         self.rig = rig
-        self.inner = rig.pcsc.watch(list(dict.fromkeys(itertools.chain(*rounds))))
+        self.inner = rig.pcsc.watch(rounds[0])  # the first round has every reader
         self.rounds = list(rounds)
         self.stopwatch = stopwatch
         self.tally = tally
-        self.script = script
         self.after_round = after_round
-        self.session_open = False
         self.replayed = 0
+        """How much of the recorder's script earlier rounds handed to ``after_round``."""
 
     def cards(self) -> dict[str, int | None]:
-        if not self.session_open:
+        if not self.tally.session:  # watch mode's first look: the AS session is open
             self.tally.session.append(self.stopwatch.lap(0))
-            self.session_open = True
         began = time.perf_counter()
         cards = self.inner.cards()
         self.stopwatch.recorder.connecting.append(time.perf_counter() - began)
@@ -104,8 +101,9 @@ class BenchReaders:
         batch = self.rounds[len(self.tally.rounds)]
         self.tally.rounds.append(self.stopwatch.lap(len(batch)))
         if self.after_round:
-            self.after_round(batch, self.script[self.replayed :])
-            self.replayed = len(self.script)
+            script = self.stopwatch.recorder.script or []
+            self.after_round(batch, script[self.replayed :])
+            self.replayed = len(script)
         if not self.should_stop():
             fresh_cards(self.rig, self.rounds[len(self.tally.rounds)])
         self.stopwatch.restart()
@@ -114,14 +112,13 @@ class BenchReaders:
         return len(self.tally.rounds) == len(self.rounds)
 
 
-@contextmanager
-def _ei_opener(recorder: Recorder) -> Iterator[workflow.EiOpener]:
+def _ei_opener(recorder: Recorder) -> workflow.EiOpener:
     @contextmanager
     def open_ei(reader: str) -> Iterator[EiCard]:
         with recorder.connect(reader, reset=False) as transport:
             yield EiCard(transport)
 
-    yield open_ei
+    return open_ei
 
 
 def _check_results(results: Sequence[workflow.LoadResult], cards: int) -> None:
@@ -139,25 +136,21 @@ def personalize_series(
     after_round: AfterRound | None = None,
 ) -> Tally:
     """One timed ``personalize --watch`` session serving ``cards`` fresh EI cards through
-    ``readers``; every key must load. With ``after_round``, every round's APDUs are recorded
-    into ``script`` and handed to it (the caller wipes the script)."""
+    ``readers``; every key must load. With a ``script``, every APDU is recorded into it (the
+    caller wipes it), and ``after_round`` gets each round's part."""
     rounds = batches(readers, cards)
     fresh_cards(rig, rounds[0])
-    recorded: Script = [] if script is None else script
-    recorder = Recorder(rig.pcsc, recorded if after_round else None)
+    recorder = Recorder(rig.pcsc, script)
     tally = Tally()
     stopwatch = Stopwatch(recorder, rig.audit, rig.control_port)
-    bench_readers = BenchReaders(rig, rounds, stopwatch, tally, recorded, after_round)
-    with (
-        recorder.connect(rig.as_reader, reset=True) as as_transport,
-        _ei_opener(recorder) as open_ei,
-    ):
+    bench_readers = BenchReaders(rig, rounds, stopwatch, tally, after_round)
+    with recorder.connect(rig.as_reader, reset=True) as as_transport:
         results = workflow.run_watch(
             AsCard(as_transport),
             LOADS,
             rig.audit,
             rig.values.pin,
-            open_ei,
+            _ei_opener(recorder),
             bench_readers,
             bench_readers.should_stop,
         )
