@@ -17,7 +17,7 @@ import javacard.framework.Util;
  * the transient {@link #secrets} and {@link #context} arrays and in {@link AesEngine}, and is wiped after
  * every command, whatever its outcome.
  */
-abstract class KeyloadApplet extends Applet implements Protocol {
+public abstract class KeyloadApplet extends Applet implements Protocol {
 
     // ---------------------------------------------------------------- persistent layout
     /** Settings record: T length, KCV(T), T, SN length, SN. */

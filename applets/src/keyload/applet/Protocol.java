@@ -4,7 +4,7 @@ package keyload.applet;
  * The wire contract (docs/PROTOCOL.md, version 1) as named constants: the one place both applets take
  * command codes, status words, life-cycle values, lengths and record layouts from.
  */
-interface Protocol {
+public interface Protocol {
 
     byte PROTOCOL_VERSION = (byte) 0x01;
 
