@@ -43,7 +43,7 @@ public final class CardReader {
         }
     }
 
-    /** C-APDUs a reader received and the time its cards spent processing them. */
+    /** C-APDUs a reader received and the time its cards spent on them (jCardSim, or the timing model's). */
     public record Usage(long apdus, long cardNanos) {
     }
 
@@ -54,6 +54,7 @@ public final class CardReader {
     private final InetSocketAddress vpcd;
     private final int port;
     private final CardProtocol protocol;
+    private final CardTiming timing;
     private final Object lock = new Object();
     private final Thread thread;
 
@@ -68,11 +69,20 @@ public final class CardReader {
     private PullMoment pullMoment;
     private boolean stopped;
 
-    /** A reader on a vpcd port; the station makes the cards it inserts here speak {@code protocol}. */
+    /** A reader on a vpcd port whose cards answer as fast as jCardSim computes. */
     public CardReader(String vpcdHost, int port, CardProtocol protocol) {
+        this(vpcdHost, port, protocol, CardTiming.NONE);
+    }
+
+    /**
+     * A reader on a vpcd port; the station makes the cards it inserts here speak {@code protocol}, and
+     * answers each APDU and power-up no sooner than {@code timing} says a real card would.
+     */
+    public CardReader(String vpcdHost, int port, CardProtocol protocol, CardTiming timing) {
         this.vpcd = new InetSocketAddress(vpcdHost, port);
         this.port = port;
         this.protocol = protocol;
+        this.timing = timing;
         this.thread = new Thread(this::serveForever, "reader-" + port);
         this.thread.setDaemon(true);
     }
@@ -328,7 +338,10 @@ public final class CardReader {
 
     private void control(SimulatedCard present, VpcdLink connection, byte code) throws IOException {
         switch (code) {
-            case VpcdLink.CTRL_GET_ATR -> connection.write(present.atr());
+            case VpcdLink.CTRL_GET_ATR -> {
+                CardTiming.waitUntil(System.nanoTime() + timing.powerUpNanos());
+                connection.write(present.atr());
+            }
             case VpcdLink.CTRL_POWER_OFF -> {
                 present.powerLoss();
                 Log.event("reader " + port + ": power off");
@@ -351,6 +364,7 @@ public final class CardReader {
         }
         long began = System.nanoTime();
         byte[] response = present.process(command);
+        CardTiming.waitUntil(began + timing.exchangeNanos(command, response));
         addCardTime(System.nanoTime() - began);
         if (pull == PullMoment.AFTER) {
             takeOut(present, "pulled after the applet processed the command");

@@ -40,7 +40,8 @@ public final class Station implements AutoCloseable {
         Map<CardReader, SimulatedCard> cards = new LinkedHashMap<>();
         for (Map.Entry<Integer, ReaderSpec> slot : options.readers().entrySet()) {
             ReaderSpec spec = slot.getValue();
-            CardReader reader = new CardReader(options.vpcdHost(), slot.getKey(), spec.protocol());
+            CardReader reader = new CardReader(options.vpcdHost(), slot.getKey(), spec.protocol(),
+                    options.timings().get(spec.timing()));
             readers.put(slot.getKey(), reader);
             if (!Roles.isEmpty(spec.role())) {
                 cards.put(reader, SimulatedCard.blank(options.roles().lookup(spec.role()), spec.protocol()));
