@@ -157,31 +157,64 @@ def test_import_check_finds_the_3_0_5_cap_too_new_for_a_3_0_4_card() -> None:
     assert imports_newer_than_api(require_cap("3.0.5"), "3.0.4")
 
 
+def applets_with(tmp_path: Path, **classes: str) -> Path:
+    """A copy of applets/src with the given classes (name to source) added to keyload.applet."""
+    sources = tmp_path / "src"
+    shutil.copytree(REPO / "applets/src", sources)
+    for name, source in classes.items():
+        (sources / "keyload/applet" / f"{name}.java").write_text(source)
+    return sources
+
+
+def run_ant(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """``ant`` in the repository with ``arguments``; stdout and stderr together in ``stdout``."""
+    return subprocess.run(
+        ["ant", *arguments],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_ant_cap_fails_on_a_package_private_superclass_with_public_methods(
     tmp_path: Path,
 ) -> None:
     """The defect that kept the applets from converting before the real converter ran here."""
     require_cap("3.0.5")
-    sources = tmp_path / "src"
-    shutil.copytree(REPO / "applets/src", sources)
-    package = sources / "keyload/applet"
-    (package / "PlantedBase.java").write_text(
-        "package keyload.applet;\n"
+    sources = applets_with(
+        tmp_path,
+        PlantedBase="package keyload.applet;\n"
         "abstract class PlantedBase extends javacard.framework.Applet {\n"
-        "    public void helper() {\n    }\n}\n"
-    )
-    (package / "Planted.java").write_text(
-        "package keyload.applet;\n"
+        "    public void helper() {\n    }\n}\n",
+        Planted="package keyload.applet;\n"
         "public final class Planted extends PlantedBase {\n"
-        "    public void process(javacard.framework.APDU apdu) {\n        helper();\n    }\n}\n"
+        "    public void process(javacard.framework.APDU apdu) {\n        helper();\n    }\n}\n",
     )
-    result = subprocess.run(
-        ["ant", "cap", f"-Dapplets.src={sources}", f"-Dcap.dir={tmp_path / 'cap'}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_ant("cap", f"-Dapplets.src={sources}", f"-Dcap.dir={tmp_path / 'cap'}")
     assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert "package-visible super class keyload.applet.PlantedBase" in output
+    assert "package-visible super class keyload.applet.PlantedBase" in result.stdout
+
+
+def test_converter_accepts_int_arithmetic_a_card_computes_otherwise_and_the_lint_refuses_it(
+    tmp_path: Path,
+) -> None:
+    """Why applets/tools keeps its one rule: the real tools let this through, the lint does not.
+    For a = b = 0x4000 the JVM (jCardSim) returns 10922, a card's 16-bit arithmetic -10922."""
+    require_cap("3.0.5")
+    sources = applets_with(
+        tmp_path,
+        Planted="package keyload.applet;\n"
+        "final class Planted {\n"
+        "    static short masked(short a, short b) {\n"
+        "        return (short) (((a + b) & -1) / 3);\n    }\n}\n",
+    )
+    converted = run_ant("cap", f"-Dapplets.src={sources}", f"-Dcap.dir={tmp_path / 'cap'}")
+    assert converted.returncode == 0, converted.stdout
+    assert "Java Card 3.0.4: " in converted.stdout  # both targets converted and verified
+    linted = run_ant(
+        "lint-applets", f"-Dapplets.src={sources}", f"-Dapplets.classes={tmp_path / 'classes'}"
+    )
+    assert linted.returncode != 0
+    assert "Planted.masked(SS)S line 4: int result of IAND reaches IDIV" in linted.stdout
