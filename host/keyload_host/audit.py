@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import KeyloadError
-from .secrets import Secret
+from .secret_sources import Secret
 
 FIELDS = (
     "reader",

@@ -33,7 +33,7 @@ from .protocol import (
     VERSION_MIN,
     Usage,
 )
-from .secrets import SecretSource
+from .secret_sources import SecretSource
 
 USAGE_NAMES = {"auth": Usage.AUTHENTICATE, "mac": Usage.MAC, "enc": Usage.ENCRYPT}
 USAGE_SHORT = {usage: name for name, usage in USAGE_NAMES.items()}

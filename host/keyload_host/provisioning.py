@@ -18,7 +18,7 @@ from .config import USAGE_SHORT, AppKeyConfig, AsSetup, EiSetup
 from .crypto import kcv
 from .errors import KeyloadError
 from .protocol import EXPORT_LIMIT_UNLIMITED, PIN_TRY_LIMIT, Info, KeyEntry, LifeCycle
-from .secrets import Secret, SecretKind, SecretSource
+from .secret_sources import Secret, SecretKind, SecretSource
 
 SecretLoader = Callable[[SecretSource, SecretKind, str, bool], Secret]
 """Read a secret: (source, kind, label, confirm at a prompt)."""

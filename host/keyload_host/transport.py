@@ -110,6 +110,11 @@ class ReaderStatus:
     def card_events(self) -> int:
         return self.state >> _EVENT_COUNT_SHIFT
 
+    @property
+    def card_mute(self) -> bool:
+        """A card is in the reader but does not answer (no ATR)."""
+        return bool(self.state & scard.SCARD_STATE_MUTE)
+
 
 def _error_text(hresult: int) -> str:
     message = scard.SCardGetErrorMessage(hresult).strip().rstrip(".")

@@ -42,7 +42,7 @@ from .protocol import (
     ProtocolError,
     block_sas,
 )
-from .secrets import Secret
+from .secret_sources import Secret
 from .transport import TransportError
 
 WAIT_TIMEOUT = 0.25
