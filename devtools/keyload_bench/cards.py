@@ -1,10 +1,5 @@
 """The benchmark's cards: one AS with three keys and a stream of fresh EI cards, set up and locked
-through the host's own provisioning code before ``personalize`` ever sees them.
-
-Every secret is drawn at random for the run and held in memory only (``Secret`` objects, wiped at
-the end); the provisioning code gets them through a loader that hands out copies, since it wipes
-what it is given. Nothing secret is printed or written: the benchmark reports counts and times.
-"""
+through the host's provisioning code with secrets drawn at random per run and never written."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The benchmark's figure, four panels drawn from the report. Needs matplotlib (the ``bench``
-extra); ``bench_report.write`` skips the figure when it is missing."""
+extra of keyload-devtools); ``report.write`` skips the figure when it is missing."""
 
 from __future__ import annotations
 

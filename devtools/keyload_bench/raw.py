@@ -1,11 +1,6 @@
-"""The reference the benchmark compares the host with: a minimal pyscard loop.
-
-Nothing here but ``SCardTransmit`` in a loop over pyscard's thin layer, timed around the call
-itself: the round trip through pcscd, vpcd and the card, with as little host work as Python
-allows. ``round_trips`` sends one command again and again (latency of a trivial APDU);
-``replay`` sends again the APDUs that ``personalize`` sent, to fresh cards of the same serials,
-so that the sum of their raw round trips can be set against the wall time of ``personalize``.
-"""
+"""The reference the benchmark compares the host with: a minimal pyscard loop of
+``SCardTransmit``, timed around the call, sending one command again and again
+or replaying what ``personalize`` sent."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The benchmark's report as text tables and files: performance.json, and the plot when
-matplotlib is installed (``pip install -e '.[bench]'``)."""
+matplotlib is installed (``pip install -e 'devtools[bench]'``)."""
 
 from __future__ import annotations
 

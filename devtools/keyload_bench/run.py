@@ -1,24 +1,6 @@
-"""keyload-host bench: how fast ``personalize`` runs on the simulated station, and why.
-
-One run starts the station (1 AS reader, up to 4 EI readers, 1 reader left empty for jCardSim's
-stock bridge), sets up an AS with three keys, and measures:
-
-1. the round trip of a trivial APDU (GET INFO to the EI applet) through pyscard, pcscd, vpcd and
-   our station, and through jCardSim's stock ``VSmartCard`` bridge with the same applet;
-2. the APDUs and bytes per card and per key of ``personalize``, against the method's floor (one
-   SELECT per card, three APDUs per key), measured by a floor run too;
-3. throughput of ``personalize`` for growing numbers of EI cards, time per card split into host,
-   audit log, PC/SC stack and card-side time;
-4. the host overhead ratio: wall time of ``personalize`` over the sum of the raw round trips of
-   the same APDUs sent by a minimal pyscard loop;
-5. throughput against the number of EI readers.
-
-The round trips are measured last, so that the stock bridge's JVM never runs beside a timed
-round, and everything after a warm-up that lets the JVM compile jCardSim.
-
-It prints a table and writes ``performance.json`` (and ``performance.png`` when matplotlib is
-installed) into the output directory. Only counts and times are reported, never a key or the PIN.
-"""
+"""One run of ``keyload-host bench``: start the station, set up the AS, measure round trips,
+APDUs per card, throughput, host overhead and reader scaling, and build the report
+(see docs/DESIGN.md, Benchmark, and docs/PERFORMANCE.md)."""
 
 from __future__ import annotations
 

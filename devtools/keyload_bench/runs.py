@@ -1,18 +1,6 @@
 """Series of the benchmark on the simulated station: one ``personalize --watch`` session serving
-fresh EI cards that the benchmark swaps into the EI readers, round after round.
-
-A series is what ``keyload-host personalize --watch`` does once it has its PC/SC context: connect
-the AS (closed with a reset at the end), then ``workflow.run_watch``: read and check the AS, VERIFY
-the PIN once, and serve every card as it arrives (connect it, SELECT and LIST KEYS and every
-preflight check, three APDUs per key, one audit record per key and one ``fsync`` per card,
-disconnect without a reset). The benchmark stands in for the readers: when watch mode waits for
-the next cards, the benchmark swaps fresh ones in (set up and locked, not timed). A round is what
-watch mode serves between two waits: one card per EI reader.
-
-The floor series does only what the method cannot do without: SELECT and VERIFY on the AS once,
-then per EI a connection, one SELECT, and GET CHALLENGE, EXPORT KEY, IMPORT KEY per key, with no
-check, no audit log and no reader watch.
-"""
+fresh EI cards that the benchmark swaps into the EI readers, round after round; and the floor
+series, which does only what the method cannot do without."""
 
 from __future__ import annotations
 

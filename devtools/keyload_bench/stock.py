@@ -1,16 +1,6 @@
-"""jCardSim's stock vpcd bridge, ``com.licel.jcardsim.remote.VSmartCard``, for the comparison.
-
-Read from the jar (jCardSim 3.0.6.0, ``javap -c``): its ``main`` takes one properties file and
-copies every entry into the system properties. ``com.licel.jcardsim.vsmartcard.host`` and
-``.port`` name the vpcd socket; ``com.licel.jcardsim.card.applet.0.AID`` and ``.Class`` make the
-``Simulator`` *load* an applet class under that AID, without creating an instance; it also
-listens on ``com.licel.jcardsim.vsmartcard.reloader.port`` (default 8099) and sleeps 3 s after
-connecting to vpcd. An instance is created by the APDU its ``CardManager`` intercepts,
-``80 B8 00 00 Lc data``, which installs the applet whose AID is ``data[1..data[0]]`` and passes
-``data`` to ``install`` as the install parameters. So the bridge can be given exactly the
-GlobalPlatform-style parameters the station uses (LV instance AID, empty LV control, empty LV
-applet data): the comparison runs the same keyload applet on both bridges.
-"""
+"""jCardSim's stock vpcd bridge, ``com.licel.jcardsim.remote.VSmartCard``, started with the same
+keyload applet and install parameters as the station, for the round-trip comparison (how it is
+driven: docs/DESIGN.md, Benchmark)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""Where the time of ``personalize`` goes: what the benchmark wraps around the host's own code.
-
-A stretch's wall time is split four ways. The **card** share is what the station measured inside
-jCardSim (its ``TIMES`` control command, summed over every reader). The **PC/SC stack** share is
-the time spent in ``SCardTransmit``, ``SCardConnect``, ``SCardDisconnect`` and watch mode's
-``SCardGetStatusChange`` (pyscard, pcscd, vpcd and the station's socket) less the card share. The
-**audit** share is the time spent writing audit records (one ``fsync`` per card). The **host**
-share is the rest: keyload's own Python, its checks and bookkeeping.
-"""
+"""Where the time of ``personalize`` goes: the wrappers the benchmark puts around the host's own
+code to split a stretch's wall time into card, PC/SC stack, audit log and host shares."""
 
 from __future__ import annotations
 

@@ -1,18 +1,6 @@
-"""Supervise the simulated station: jCardSim cards behind vpcd readers in pcscd.
-
-The station itself is Java (``keyload.station.Station`` in ``jcardsim/``): one virtual card per
-vpcd reader, driven over a line protocol on a loopback control port. This module starts it (and
-pcscd when none runs), records what it started in a state directory, and turns the control
-commands into functions that return only once PC/SC applications can see the result (``pull``
-only arms), so that callers never need sleeps of their own.
-
-Reader ``i`` of a station is ``"keyload station {i // 2} 00 {i % 2:02d}"`` on vpcd port
-``base_port + i``: vpcd gives two readers per reader.conf.d entry, on consecutive ports.
-
-State lives in ``.station/`` at the repository root (``KEYLOAD_STATION_DIR`` overrides it):
-``state.json`` (pids and ports), ``reader.conf.d/``, ``drivers/`` (see ``_driver_for_entry``),
-``station.log`` and ``pcscd.log``.
-"""
+"""Supervise the simulated station (jCardSim cards behind vpcd readers in pcscd): start it and
+pcscd, record what was started in ``.station/``, and turn its control commands into functions that
+return once PC/SC shows the result (read through ``transport.Pcsc``). See docs/DESIGN.md."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""Reading secrets (transport key, application keys, PIN) and keeping them out of every output.
-
-A secret comes from a file that only its owner may read or write, from an environment variable, or
-from a hidden prompt; never from the command line, where it would land in the shell history and
-in every process listing. It is held in a ``Secret``: a bytearray that can be wiped, whose
-``repr`` and ``str`` show a key's check value or ``<secret>``, so printing or logging one by
-accident leaks nothing.
-"""
+"""Reading secrets (transport key, application keys, PIN) from owner-only files, environment
+variables or hidden prompts, and holding them in wipeable ``Secret`` objects that print no value."""
 
 from __future__ import annotations
 
