@@ -6,14 +6,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from keyload_host.cards import AsCard, EiCard
-from keyload_host.config import AppKeyConfig, AsSetup, EiSetup, Load, SlotConfig
+from keyload_host.config import AppKeyConfig, AsSetup, EiSetup, SlotConfig
 from keyload_host.protocol import EXPORT_LIMIT_UNLIMITED, RETRY_LIMIT_DEFAULT, Usage
 from keyload_host.provisioning import setup_as, setup_ei
 from keyload_host.secret_sources import Secret, SecretKind, SecretSource
 from keyload_host.transport import Pcsc
+from keyload_station.cardset import AppKey
 
 TRANSPORT_KEY_LENGTH = 32
 PIN_LENGTH = 8
@@ -22,30 +22,15 @@ SERIAL_PREFIX = b"KB"
 SERIAL_NUMBER_LENGTH = 6
 
 
-@dataclass(frozen=True)
-class BenchKey:
-    """One application key of the benchmark AS and the EI slot it goes to."""
-
-    ref1: int
-    ref2: int
-    usage: Usage
-    length: int
-    version: int
-    diversify: bool
-
-    @property
-    def load(self) -> Load:
-        return Load(self.ref1, self.ref2)
-
-    @property
-    def source(self) -> SecretSource:
-        return SecretSource(env=f"key-{self.ref1:02X}")
+def _source(key: AppKey) -> SecretSource:
+    """Where the benchmark's loader finds the key's value (a name, not a variable)."""
+    return SecretSource(env=f"key-{key.ref1:02X}")
 
 
 KEYS = (
-    BenchKey(0x03, 0x01, Usage.AUTHENTICATE, 16, 0x0001, diversify=False),
-    BenchKey(0x10, 0x05, Usage.MAC, 24, 0x0102, diversify=True),
-    BenchKey(0x7F, 0x0F, Usage.ENCRYPT, 32, 0xFFFF, diversify=False),
+    AppKey(0x03, 0x01, Usage.AUTHENTICATE, 16, 0x0001, diversify=False),
+    AppKey(0x10, 0x05, Usage.MAC, 24, 0x0102, diversify=True),
+    AppKey(0x7F, 0x0F, Usage.ENCRYPT, 32, 0xFFFF, diversify=False),
 )
 """Three keys, one of each length and usage, one diversified per EI: the demo's set."""
 LOADS = tuple(key.load for key in KEYS)
@@ -65,7 +50,10 @@ class BenchSecrets:
         self._values = {
             _TRANSPORT_KEY: Secret(secrets.token_bytes(TRANSPORT_KEY_LENGTH), SecretKind.KEY),
             _PIN: Secret(secrets.token_hex(PIN_LENGTH // 2).encode(), SecretKind.PIN),
-            **{key.source: Secret(secrets.token_bytes(key.length), SecretKind.KEY) for key in KEYS},
+            **{
+                _source(key): Secret(secrets.token_bytes(key.length), SecretKind.KEY)
+                for key in KEYS
+            },
         }
 
     def load(self, source: SecretSource, kind: SecretKind, _label: str, _confirm: bool) -> Secret:
@@ -89,7 +77,7 @@ AS_SETUP = AsSetup(
     _PIN,
     tuple(
         AppKeyConfig(
-            key.ref1, key.usage, key.version, key.diversify, EXPORT_LIMIT_UNLIMITED, key.source
+            key.ref1, key.usage, key.version, key.diversify, EXPORT_LIMIT_UNLIMITED, _source(key)
         )
         for key in KEYS
     ),

@@ -22,6 +22,7 @@ from keyload_host.config import USAGE_SHORT
 from keyload_host.protocol import EXPORT_LIMIT_UNLIMITED, Info, KeyEntry, Usage
 from keyload_host.transport import Pcsc
 from keyload_station import supervisor as station
+from keyload_station.cardset import AppKey
 
 REPO = Path(__file__).resolve().parents[2]
 PROTOCOL_DOC = REPO / "docs" / "PROTOCOL.md"
@@ -121,24 +122,6 @@ def write_secret_file(path: Path, text: str) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class AppKeySpec:
-    """An application key of the AS and the EI slot it is loaded into."""
-
-    ref1: int
-    ref2: int
-    usage: Usage
-    length: int
-    version: int
-    diversify: bool
-    export_limit: int = EXPORT_LIMIT_UNLIMITED
-
-    @property
-    def load(self) -> str:
-        """The ``--load`` argument of personalize."""
-        return f"{self.ref1:02X}:{self.ref2:02X}"
-
-
 def _toml_secret(path: Path) -> str:
     return f'{{ file = "{path.name}" }}'
 
@@ -148,7 +131,7 @@ def _toml_limit(limit: int) -> str:
 
 
 def as_config(
-    directory: Path, transport_key_file: Path, pin_file: Path, keys: Mapping[AppKeySpec, Path]
+    directory: Path, transport_key_file: Path, pin_file: Path, keys: Mapping[AppKey, Path]
 ) -> Path:
     """The `setup as` TOML for an AS holding ``keys`` (spec -> key file in ``directory``)."""
     lines = [
@@ -171,7 +154,7 @@ def as_config(
 
 
 def ei_config(
-    directory: Path, name: str, transport_key_file: Path, serial: bytes, slots: Sequence[AppKeySpec]
+    directory: Path, name: str, transport_key_file: Path, serial: bytes, slots: Sequence[AppKey]
 ) -> Path:
     """The `setup ei` TOML of an EI with one import slot per spec, written as ``name``.toml."""
     lines = [f"transport_key = {_toml_secret(transport_key_file)}", f'serial = "{serial.hex()}"']

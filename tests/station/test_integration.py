@@ -32,7 +32,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from integration_support import (
-    AppKeySpec,
     CardState,
     CliRun,
     ProtocolVector,
@@ -52,6 +51,7 @@ from keyload_host.protocol import EXPORT_LIMIT_UNLIMITED, LifeCycle, Usage
 from keyload_host.transport import Pcsc
 from keyload_host.workflow import Outcome
 from keyload_station import supervisor as station
+from keyload_station.cardset import AppKey
 from station_support import StationUp
 
 ROLES = ("AS", "AS", "EI", "EI")
@@ -63,9 +63,9 @@ EI_READERS = (EI_READER_A, EI_READER_B)
 TRANSPORT_KEY_LENGTH = 32
 EI_CARD_COUNT = 4
 """Personalized through the two EI readers, two at a time."""
-AUTH_KEY = AppKeySpec(0x03, 0x01, Usage.AUTHENTICATE, 16, 0x0001, diversify=False)
-MAC_KEY = AppKeySpec(0x10, 0x05, Usage.MAC, 24, 0x0102, diversify=True)
-ENC_KEY = AppKeySpec(
+AUTH_KEY = AppKey(0x03, 0x01, Usage.AUTHENTICATE, 16, 0x0001, diversify=False)
+MAC_KEY = AppKey(0x10, 0x05, Usage.MAC, 24, 0x0102, diversify=True)
+ENC_KEY = AppKey(
     0x20, 0x0F, Usage.ENCRYPT, 32, 0x0003, diversify=False, export_limit=EI_CARD_COUNT
 )
 """Its export limit is spent by the card set, for the exhausted-limit refusal."""
@@ -155,7 +155,7 @@ class CardSet:
     pin: str
     known_secrets: dict[str, bytes]
     """Every secret of the set by a printable name, for the leak checks."""
-    app_keys: dict[AppKeySpec, bytes]
+    app_keys: dict[AppKey, bytes]
     audit_path: Path
     eis: list[PersonalizedEi] = field(default_factory=list)
     loads: list[CliRun] = field(default_factory=list)
@@ -165,7 +165,7 @@ class CardSet:
     before_rerun: dict[str, CardState] = field(default_factory=dict)
     after_rerun: dict[str, CardState] = field(default_factory=dict)
 
-    def unit_key(self, spec: AppKeySpec, serial: bytes) -> bytes:
+    def unit_key(self, spec: AppKey, serial: bytes) -> bytes:
         """The key an EI with ``serial`` must hold for ``spec``."""
         key = self.app_keys[spec]
         return crypto.diversify(key, serial) if spec.diversify else key
@@ -177,7 +177,7 @@ class CardSet:
         for reader in EI_READERS:
             arguments += ["--ei-reader", reader]
         for spec in APP_KEYS:
-            arguments += ["--load", spec.load]
+            arguments += ["--load", str(spec.load)]
         run = run_verbose_cli(arguments, env={PIN_ENV: self.pin})
         self.outputs += [run.stdout, run.stderr]
         return run
@@ -189,7 +189,7 @@ class CardSet:
         serial_length: int = REFUSED_EI_SERIAL_LENGTH,
         *,
         transport_key_file: Path | None = None,
-        slots: Sequence[AppKeySpec] = APP_KEYS,
+        slots: Sequence[AppKey] = APP_KEYS,
         lock: bool = True,
     ) -> bytes:
         """Swap a fresh blank EI into ``reader`` and set it up through `keyload-host setup ei`;
@@ -541,7 +541,7 @@ def test_watch_mode_serves_cards_as_they_are_inserted(card_set: CardSet) -> None
     arguments = ["personalize", "--watch", "--as-reader", AS_READER, "--audit", str(audit_path)]
     arguments += ["--pin-env", PIN_ENV, "--ei-reader", EI_READER_A, "--ei-reader", EI_READER_B]
     for spec in WATCH_KEYS:
-        arguments += ["--load", spec.load]
+        arguments += ["--load", str(spec.load)]
     watch = WatchProcess(arguments, {PIN_ENV: card_set.pin})
     try:
         loaded = watch.expect(": loaded", len(WATCH_KEYS))

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from integration_support import AppKeySpec, as_config, ei_config, leaked, write_secret_file
+from integration_support import as_config, ei_config, leaked, write_secret_file
 from keyload_host import crypto
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.cli import main
 from keyload_host.protocol import SW, Info, Ins, LifeCycle, Role, Usage
 from keyload_host.transport import Pcsc, PcscTransport
 from keyload_station import supervisor as station
+from keyload_station.cardset import AppKey
 from smartcard import scard
 from station_support import StationUp
 
@@ -46,9 +47,9 @@ SW1_BYTES_AVAILABLE = 0x61
 SW1_WRONG_LE = 0x6C
 
 TRANSPORT_KEY_LENGTH = 32
-AUTH_KEY = AppKeySpec(0x03, 0x01, Usage.AUTHENTICATE, 16, 0x0001, diversify=False)
-MAC_KEY = AppKeySpec(0x10, 0x02, Usage.MAC, 24, 0x0007, diversify=True)
-ENC_KEY = AppKeySpec(0x20, 0x03, Usage.ENCRYPT, 32, 0x0102, diversify=False)
+AUTH_KEY = AppKey(0x03, 0x01, Usage.AUTHENTICATE, 16, 0x0001, diversify=False)
+MAC_KEY = AppKey(0x10, 0x02, Usage.MAC, 24, 0x0007, diversify=True)
+ENC_KEY = AppKey(0x20, 0x03, Usage.ENCRYPT, 32, 0x0102, diversify=False)
 APP_KEYS = (AUTH_KEY, MAC_KEY, ENC_KEY)
 PIN_ENV = "KEYLOAD_T0_TEST_PIN"
 YES = ("--yes",)
@@ -192,7 +193,7 @@ def test_the_host_repeats_a_command_with_the_le_the_card_asks_for(
 @dataclass(frozen=True)
 class Personalized:
     directory: Path
-    app_keys: dict[AppKeySpec, bytes]
+    app_keys: dict[AppKey, bytes]
     serials: dict[str, bytes]
     secrets: dict[str, bytes]
     outputs: list[str]
@@ -239,7 +240,7 @@ def _personalize(directory: Path, record: Recorder) -> Personalized:
     for reader in EI_READERS:
         arguments += ["--ei-reader", reader]
     for spec in APP_KEYS:
-        arguments += ["--load", spec.load]
+        arguments += ["--load", str(spec.load)]
     outputs.append(_invoke(arguments, env={PIN_ENV: pin}))
     known = {"transport key": transport_key, "PIN": pin.encode()}
     known.update((f"key {spec.ref1:02X}", key) for spec, key in app_keys.items())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from keyload_host import crypto
@@ -21,7 +21,6 @@ from keyload_host.protocol import (
     CHALLENGE_LENGTH,
     CLA_ISO,
     CLA_PROPRIETARY,
-    EXPORT_LIMIT_UNLIMITED,
     FLAG_ACCEPTS_IMPORT,
     FLAG_DIVERSIFY,
     KEY_BLOCK_FORMAT,
@@ -41,6 +40,7 @@ from keyload_host.protocol import (
 )
 from keyload_host.transport import Pcsc, PcscTransport
 from keyload_station import supervisor as station
+from keyload_station.cardset import AppKey
 
 # Test secrets: they exist only on the simulated cards of this suite.
 TRANSPORT_KEY = bytes.fromhex("A0A1A2A3A4A5A6A7A8A9AAABACADAEAFB0B1B2B3B4B5B6B7B8B9BABBBCBDBEBF")
@@ -61,18 +61,6 @@ LE_ANY = 256
 
 
 # ------------------------------------------------------------------------------ key and slot specs
-
-
-@dataclass(frozen=True)
-class AppKey:
-    """An application key an AS holds."""
-
-    ref1: int
-    usage: Usage
-    key: bytes = field(repr=False)
-    version: int = 1
-    diversify: bool = False
-    export_limit: int = EXPORT_LIMIT_UNLIMITED
 
 
 @dataclass(frozen=True)

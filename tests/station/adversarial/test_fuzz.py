@@ -73,8 +73,10 @@ SEED = int(os.environ.get(SEED_ENV, "4B4C"), 16)
 ROLES = ("AS", "AS", "EI", "EI", "EI")
 AS_SETUP, AS_OPERATIONAL, EI_SETUP, EI_OPERATIONAL, EI_BLOCKED = range(len(ROLES))
 
-AUTH = AppKey(0x03, Usage.AUTHENTICATE, bytes.fromhex("00112233445566778899AABBCCDDEEFF"), 2)
-MAC = AppKey(0x10, Usage.MAC, bytes(range(24)), 1, diversify=True)
+AUTH = AppKey.holding(
+    0x03, Usage.AUTHENTICATE, bytes.fromhex("00112233445566778899AABBCCDDEEFF"), 2
+)
+MAC = AppKey.holding(0x10, Usage.MAC, bytes(range(24)), 1, diversify=True)
 SLOT_AUTH = SlotSpec(0x01, 16, Usage.AUTHENTICATE)
 SLOT_MAC = SlotSpec(0x05, 24, Usage.MAC)
 SERIAL = bytes.fromhex("4B4C0000000000F1")

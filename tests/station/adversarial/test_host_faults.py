@@ -48,8 +48,10 @@ AS_READER = READERS[AS_READER_INDEX]
 EI_READERS = [READERS[index] for index in EI_INDEXES]
 MIDDLE_EI = EI_INDEXES[1]
 
-AUTH = AppKey(0x03, Usage.AUTHENTICATE, bytes.fromhex("00112233445566778899AABBCCDDEEFF"), 1)
-ENC = AppKey(0x20, Usage.ENCRYPT, bytes(range(0x40, 0x60)), 1)
+AUTH = AppKey.holding(
+    0x03, Usage.AUTHENTICATE, bytes.fromhex("00112233445566778899AABBCCDDEEFF"), 1
+)
+ENC = AppKey.holding(0x20, Usage.ENCRYPT, bytes(range(0x40, 0x60)), 1)
 SLOTS = (SlotSpec(0x01, 16, Usage.AUTHENTICATE), SlotSpec(0x0F, 32, Usage.ENCRYPT))
 LOADS = ("03:01", "20:0F")
 SERIALS = {index: bytes.fromhex(f"4B4C00000000D00{index}") for index in EI_INDEXES}

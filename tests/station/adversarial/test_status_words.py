@@ -56,8 +56,10 @@ from station_support import StationUp
 AS_SETUP, AS_OPERATIONAL, AS_SHORT_T, EI_SETUP, EI_OPERATIONAL, EI_BLOCKED = range(6)
 ROLES = ("AS", "AS", "AS", "EI", "EI", "EI")
 
-AUTH = AppKey(0x03, Usage.AUTHENTICATE, bytes.fromhex("00112233445566778899AABBCCDDEEFF"), 2)
-MAC_ONCE = AppKey(
+AUTH = AppKey.holding(
+    0x03, Usage.AUTHENTICATE, bytes.fromhex("00112233445566778899AABBCCDDEEFF"), 2
+)
+MAC_ONCE = AppKey.holding(
     0x10,
     Usage.MAC,
     bytes.fromhex("8E73B0F7DA0E6452C810F32B809079E562F8EAD2522C6B7B"),
@@ -65,8 +67,8 @@ MAC_ONCE = AppKey(
     diversify=True,
     export_limit=1,
 )
-ENC = AppKey(0x20, Usage.ENCRYPT, bytes(range(32)), 1)
-TOO_LONG = AppKey(0x11, Usage.MAC, bytes(range(24)), 1)
+ENC = AppKey.holding(0x20, Usage.ENCRYPT, bytes(range(32)), 1)
+TOO_LONG = AppKey.holding(0x11, Usage.MAC, bytes(range(24)), 1)
 """Held by the AS whose transport key is 16 bytes: never exported (§2)."""
 
 SLOT_AUTH = SlotSpec(0x01, 16, Usage.AUTHENTICATE)

@@ -46,12 +46,18 @@ from station_support import StationUp
 ROLES = ("AS", "AS", "AS", "AS", "AS", "EI", "EI", "EI")
 MAIN_AS, OLDER_AS, OTHER_KEY_AS, OTHER_SET_AS, PIN_AS, EI_A, EI_B, EI_FEW_TRIES = range(8)
 
-AUTH = AppKey(0x03, Usage.AUTHENTICATE, bytes.fromhex("00112233445566778899AABBCCDDEEFF"), 2)
-ENC = AppKey(0x20, Usage.ENCRYPT, bytes(range(0x80, 0xA0)), 1)
-LIMITED = AppKey(0x30, Usage.AUTHENTICATE, bytes(range(16)), 1, export_limit=2)
-AUTH_OLDER = AppKey(AUTH.ref1, AUTH.usage, bytes.fromhex("0F0E0D0C0B0A09080706050403020100"), 1)
-AUTH_OTHER_KEY = AppKey(AUTH.ref1, AUTH.usage, bytes.fromhex("FFEEDDCCBBAA99887766554433221100"), 2)
-AUTH_NEWER = AppKey(0x04, AUTH.usage, bytes.fromhex("303132333435363738393A3B3C3D3E3F"), 3)
+AUTH = AppKey.holding(
+    0x03, Usage.AUTHENTICATE, bytes.fromhex("00112233445566778899AABBCCDDEEFF"), 2
+)
+ENC = AppKey.holding(0x20, Usage.ENCRYPT, bytes(range(0x80, 0xA0)), 1)
+LIMITED = AppKey.holding(0x30, Usage.AUTHENTICATE, bytes(range(16)), 1, export_limit=2)
+AUTH_OLDER = AppKey.holding(
+    AUTH.ref1, AUTH.usage, bytes.fromhex("0F0E0D0C0B0A09080706050403020100"), 1
+)
+AUTH_OTHER_KEY = AppKey.holding(
+    AUTH.ref1, AUTH.usage, bytes.fromhex("FFEEDDCCBBAA99887766554433221100"), 2
+)
+AUTH_NEWER = AppKey.holding(0x04, AUTH.usage, bytes.fromhex("303132333435363738393A3B3C3D3E3F"), 3)
 
 SLOT_AUTH = SlotSpec(0x01, 16, Usage.AUTHENTICATE)
 SLOT_AUTH_SPARE = SlotSpec(0x03, 16, Usage.AUTHENTICATE)

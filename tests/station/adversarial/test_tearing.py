@@ -36,8 +36,8 @@ from station_support import StationUp
 
 ROLES = ("AS", "AS", "EI")
 OLD_AS, NEW_AS, EI = range(len(ROLES))
-OLD = AppKey(0x03, Usage.AUTHENTICATE, bytes.fromhex("000102030405060708090A0B0C0D0E0F"), 1)
-NEW = AppKey(0x03, Usage.AUTHENTICATE, bytes.fromhex("F0E1D2C3B4A5968778695A4B3C2D1E0F"), 2)
+OLD = AppKey.holding(0x03, Usage.AUTHENTICATE, bytes.fromhex("000102030405060708090A0B0C0D0E0F"), 1)
+NEW = AppKey.holding(0x03, Usage.AUTHENTICATE, bytes.fromhex("F0E1D2C3B4A5968778695A4B3C2D1E0F"), 2)
 SLOT = SlotSpec(0x01, 16, Usage.AUTHENTICATE)
 SERIAL = bytes.fromhex("4B4C0000000000C1")
 RETRY_LIMIT = 6
