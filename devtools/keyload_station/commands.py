@@ -4,7 +4,7 @@ cards, through ``supervisor``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -49,23 +49,21 @@ def sim() -> None:
     """
 
 
+def _reader_count(role: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """``--as N`` or ``--ei N``: how many readers hold a card of ``role``."""
+    return click.option(
+        f"--{role.lower()}",
+        f"{role.lower()}_count",
+        type=click.IntRange(0),
+        default=1,
+        show_default=True,
+        help=f"Number of readers with an {role} card.",
+    )
+
+
 @sim.command()
-@click.option(
-    "--as",
-    "as_count",
-    type=click.IntRange(0),
-    default=1,
-    show_default=True,
-    help="Number of readers with an AS card.",
-)
-@click.option(
-    "--ei",
-    "ei_count",
-    type=click.IntRange(0),
-    default=1,
-    show_default=True,
-    help="Number of readers with an EI card.",
-)
+@_reader_count("AS")
+@_reader_count("EI")
 @click.option(
     "--control-port",
     type=int,

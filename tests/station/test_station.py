@@ -77,7 +77,7 @@ Connect = Callable[[str], Connection]
 
 
 @pytest.fixture
-def connect() -> Iterator[Connect]:
+def connect(station_up: StationUp) -> Iterator[Connect]:
     """``connect(reader)`` opens a Connection that is closed after the test."""
     opened: list[Connection] = []
 
@@ -127,7 +127,7 @@ def test_up_again_keeps_the_running_station(station_up: StationUp) -> None:
         station.up(("AS",))
 
 
-def test_status_counts_apdus(station_up: StationUp, connect: Connect) -> None:
+def test_status_counts_apdus(connect: Connect) -> None:
     before = slot(AS_READER).apdus
     card = connect(AS_READER)
     card.select(AID_AS)
@@ -135,9 +135,7 @@ def test_status_counts_apdus(station_up: StationUp, connect: Connect) -> None:
     assert slot(AS_READER).apdus >= before + 2
 
 
-def test_remove_then_reinsert_keeps_persistent_state(
-    station_up: StationUp, connect: Connect
-) -> None:
+def test_remove_then_reinsert_keeps_persistent_state(connect: Connect) -> None:
     station.swap(EI_READER)
     set_transport_key(_selected(connect, EI_READER, AID_EI))
 
@@ -151,7 +149,7 @@ def test_remove_then_reinsert_keeps_persistent_state(
     assert info.life_cycle == LifeCycle.SETUP
 
 
-def test_swap_gives_a_fresh_blank_card(station_up: StationUp, connect: Connect) -> None:
+def test_swap_gives_a_fresh_blank_card(connect: Connect) -> None:
     set_transport_key(_selected(connect, SECOND_EI_READER, AID_EI))
     with Pcsc() as pcsc:
         watch = pcsc.watch([SECOND_EI_READER])
@@ -167,9 +165,7 @@ def test_swap_gives_a_fresh_blank_card(station_up: StationUp, connect: Connect) 
     assert slot(SECOND_EI_READER).role == "EI"
 
 
-def test_pull_before_fails_the_next_transmit_unseen(
-    station_up: StationUp, connect: Connect
-) -> None:
+def test_pull_before_fails_the_next_transmit_unseen(connect: Connect) -> None:
     station.swap(AS_READER)
     card = _selected(connect, AS_READER, AID_AS)
     station.pull(AS_READER, 1, "before")
@@ -181,9 +177,7 @@ def test_pull_before_fails_the_next_transmit_unseen(
     assert not connect(AS_READER).select(AID_AS).transport_key_set
 
 
-def test_pull_after_fails_the_transmit_but_the_applet_acted(
-    station_up: StationUp, connect: Connect
-) -> None:
+def test_pull_after_fails_the_transmit_but_the_applet_acted(connect: Connect) -> None:
     station.swap(AS_READER)
     card = _selected(connect, AS_READER, AID_AS)
     station.pull(AS_READER, 2, "after")
@@ -195,9 +189,7 @@ def test_pull_after_fails_the_transmit_but_the_applet_acted(
 
 
 @pytest.mark.parametrize("disposition", [scard.SCARD_RESET_CARD, scard.SCARD_UNPOWER_CARD])
-def test_power_cycle_clears_the_selection(
-    station_up: StationUp, connect: Connect, disposition: int
-) -> None:
+def test_power_cycle_clears_the_selection(connect: Connect, disposition: int) -> None:
     card = _selected(connect, EI_READER, AID_EI)
     assert card.command(GET_INFO)[1] == SW.OK
     card.reconnect(disposition)
@@ -224,7 +216,8 @@ def test_pcscd_restart_is_a_power_loss_that_keeps_state(
     assert connect(AS_READER).select(AID_AS).role == Role.AS
 
 
-def test_reader_errors_say_what_is_wrong(station_up: StationUp) -> None:
+@pytest.mark.usefixtures("station_up")
+def test_reader_errors_say_what_is_wrong() -> None:
     with pytest.raises(station.StationError, match="no reader named 'nope'"):
         station.remove("nope")
     with pytest.raises(station.StationError, match="already holds a card"):
