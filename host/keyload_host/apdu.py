@@ -1,9 +1,5 @@
-"""Command and response APDUs, the T=0 response dance (61xx, 6Cxx), and status words in words.
-
-Every status word a keyload card can answer is explained here as a sentence for the operator, and
-the sentence depends on the command where that helps (6982 means one thing after EXPORT KEY and
-another after IMPORT KEY). No message ever shows command data: that may carry a key or a PIN.
-"""
+"""Command and response APDUs, the T=0 response dance (61xx, 6Cxx), and every status word as a
+sentence for the operator, by command; no message ever shows command data."""
 
 from __future__ import annotations
 

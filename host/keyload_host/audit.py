@@ -1,16 +1,5 @@
-"""Append-only JSON Lines audit log of what was done to which card.
-
-One record per event, written with a single ``write`` on a file opened with O_APPEND (so records of
-concurrent runs never interleave) and fsync'ed before the call returns (so a record survives a crash
-right after the card was changed). Inside ``group()`` the records are kept and written together,
-in one ``write`` and one ``fsync``, when the group ends: the workflow groups the records of one EI
-card, so a card costs one ``fsync`` (on a real disk the largest cost of a card after its APDUs),
-not one per key, and nothing is written between a card's APDUs.
-
-Records name readers, serials, references, versions, KCVs and status words; a guard refuses any
-value that is bytes, a bytearray or a ``Secret``, so that key material cannot reach the log even by
-mistake.
-"""
+"""Append-only JSON Lines audit log of what was done to which card: one ``write`` and one ``fsync``
+per record or per group of records (one EI card), and a guard that refuses secret values."""
 
 from __future__ import annotations
 
@@ -23,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import KeyloadError
-from .secrets import Secret
+from .secret_sources import Secret
 
 FIELDS = (
     "reader",

@@ -1,10 +1,5 @@
-"""The two applets as Python objects: one method per command of PROTOCOL.md §4.1.
-
-A method builds the command, sends it through any ``Transport`` (PC/SC or a test fake),
-raises ``CardError`` on a status word other than 9000 and parses the answer. Methods taking a
-secret take it as ``bytes``/``bytearray``; the APDU buffers holding it are wiped after sending,
-and nothing here logs command data.
-"""
+"""The two applets as Python objects: one method per command of PROTOCOL.md §4.1, over any
+``Transport``; ``CardError`` on a status word other than 9000; secret buffers wiped once sent."""
 
 from __future__ import annotations
 

@@ -1,13 +1,5 @@
-"""The TOML files an operator writes: setup configs (``setup as|ei``) and job files.
-
-Everything is validated before any card is touched, and every problem is reported at once, one
-line each, naming the file and the field. Secrets never live in these files: a secret field says
-where to read it from (``{ file = "t.key" }``, ``{ env = "VAR" }`` or ``{ prompt = true }``),
-because config files get copied, mailed and committed. Relative paths are relative to the file.
-
-References (REF1, REF2) are numbers in TOML (write them in hex, ``ref = 0x10``, to match
-PROTOCOL.md) and two hex digits in ``REF1:REF2`` load specs (``10:05`` is REF1 0x10, REF2 0x05).
-"""
+"""The TOML files an operator writes: setup configs (``setup as|ei``) and job files, validated
+before any card is touched, every problem reported at once; secrets only as where to read them."""
 
 from __future__ import annotations
 
@@ -33,7 +25,7 @@ from .protocol import (
     VERSION_MIN,
     Usage,
 )
-from .secrets import SecretSource
+from .secret_sources import SecretSource
 
 USAGE_NAMES = {"auth": Usage.AUTHENTICATE, "mac": Usage.MAC, "enc": Usage.ENCRYPT}
 USAGE_SHORT = {usage: name for name, usage in USAGE_NAMES.items()}

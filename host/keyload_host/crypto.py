@@ -1,9 +1,5 @@
-"""Reference implementation of the keyload cryptography (PROTOCOL.md §2 and §3).
-
-The host never needs to build or open a key block during personalization (the cards do that); this
-module exists as the test oracle for the applets and the host, and for tools that check a card. It
-favours plain, step-by-step code over speed so that it can be read side by side with PROTOCOL.md.
-"""
+"""Reference implementation of the keyload cryptography (PROTOCOL.md §2 and §3): KDF, CMAC, key
+blocks and check values, the test oracle for the applets and the host."""
 
 from __future__ import annotations
 

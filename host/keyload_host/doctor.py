@@ -1,12 +1,5 @@
-"""`keyload-host doctor`: is this station ready to personalize, and what is the next command?
-
-Someone with a new reader and fresh cards meets one problem at a time: pcscd not running, the
-reader not seen, a card without applet, a card in SETUP, an EI of another set. The doctor looks at
-all of it at once, read-only, and answers with a table of readers and cards, each problem with its
-fix in one line, and the one command to run next. It never sends a command that changes a card: it
-connects exclusively (so it cannot disturb a running job, whose card it then reports as in use),
-SELECTs and reads INFO and LIST KEYS, nothing else.
-"""
+"""`keyload-host doctor`: is this station ready to personalize, and what is the next command? Looks
+at pcscd, every reader and card read-only and gives each problem its fix."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
 """The root of the errors the host expects: the CLI turns these into one plain line and exit 1.
-
-Anything else reaching the CLI is a bug and keeps its traceback. Messages of these errors are shown
-to the operator, so they carry references, serials, KCVs and status words, never key material.
-"""
+Their messages carry references, serials, KCVs and status words, never key material."""
 
 
 class KeyloadError(Exception):

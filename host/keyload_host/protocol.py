@@ -1,8 +1,5 @@
-"""Every constant of the keyload wire protocol (PROTOCOL.md) and the parsers of what the cards send.
-
-This module is the host's single source of truth for the protocol: the other modules name these
-constants instead of repeating numbers, so a change to the contract is a change here only.
-"""
+"""Every constant of the keyload wire protocol (PROTOCOL.md) and the parsers of what the cards send:
+the host's single source of truth for the contract."""
 
 from __future__ import annotations
 

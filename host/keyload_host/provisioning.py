@@ -1,11 +1,5 @@
-"""Pre-personalization: write a validated setup config into a card in SETUP, then check it.
-
-Every secret from a file or an environment variable is read before the first command is sent, so
-that a missing key file or a wrong permission stops the setup before anything reaches the card;
-secrets typed at a prompt are asked once the card is known to be in SETUP. After writing, the card
-is read back (INFO and LIST KEYS) and every check value compared with the one computed here,
-because LOCK is irreversible and must only follow a setup that is known to be right.
-"""
+"""Pre-personalization: write a validated setup config into a card in SETUP, then read it back and
+compare every check value (LOCK, which follows, is irreversible)."""
 
 from __future__ import annotations
 
@@ -18,7 +12,7 @@ from .config import USAGE_SHORT, AppKeyConfig, AsSetup, EiSetup
 from .crypto import kcv
 from .errors import KeyloadError
 from .protocol import EXPORT_LIMIT_UNLIMITED, PIN_TRY_LIMIT, Info, KeyEntry, LifeCycle
-from .secrets import Secret, SecretKind, SecretSource
+from .secret_sources import Secret, SecretKind, SecretSource
 
 SecretLoader = Callable[[SecretSource, SecretKind, str, bool], Secret]
 """Read a secret: (source, kind, label, confirm at a prompt)."""

@@ -1,17 +1,6 @@
-"""PC/SC access over pyscard's thin ``smartcard.scard`` layer: readers, connections, raw APDUs.
-
-The thin layer is used instead of pyscard's object API because it hands back the PC/SC result
-codes, which is what tells a removed card from a busy reader or a stopped pcscd.
-
-Reader selection rule (one rule for every command): ``--reader``, without the blanks around it,
-is first compared with the exact reader names; if none is equal, it is read as a case-sensitive
-pattern where ``*`` stands for any characters and ``?`` for one, and every other character, ``[``
-and ``]`` included, stands for itself: real names carry brackets ("Identiv uTrust 3700 F [CCID
-Interface] (55041514307422) 00 00"), and read as a character class they would let the pasted name
-of an absent reader match a present one. The pattern must match exactly one reader. A name or
-pattern that matches no reader or several raises an error listing the readers present, so a
-command never silently talks to another reader.
-"""
+"""PC/SC access over pyscard's thin ``smartcard.scard`` layer: readers and their states, the reader
+selection rule (exact name, or a ``*``/``?`` pattern matching exactly one reader; see
+docs/DESIGN.md), connections and raw APDUs."""
 
 from __future__ import annotations
 
@@ -109,6 +98,11 @@ class ReaderStatus:
     @property
     def card_events(self) -> int:
         return self.state >> _EVENT_COUNT_SHIFT
+
+    @property
+    def card_mute(self) -> bool:
+        """A card is in the reader but does not answer (no ATR)."""
+        return bool(self.state & scard.SCARD_STATE_MUTE)
 
 
 def _error_text(hresult: int) -> str:

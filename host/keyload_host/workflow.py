@@ -1,17 +1,6 @@
-"""The personalization workflow: check everything first, then load keys AS -> EI card by card.
-
-No user interface in here (the CLI is a thin layer over it) and no PC/SC either: cards are driven
-through whatever transport they were built on, and EI cards arrive through callables, so tests use
-fakes and benchmarks read the transports' APDU counters.
-
-Per key exactly three APDUs cross the wire, none carrying a key in clear: GET CHALLENGE (EI),
-EXPORT KEY (AS), IMPORT KEY (EI). Per card there are two more, before loading: SELECT and LIST
-KEYS (PROTOCOL.md §5 asks the host to refuse a missing slot before it loads anything, and only
-LIST KEYS names the slots). Nothing is read back after loading: the EI answers 9000 to IMPORT KEY
-only once it has checked that the decrypted key's KCV8 equals the block's SAS and has stored key
-and version in one step (§4.3 steps 8-10), so the version in the block's header and the KCV in its
-SAS are what the slot holds, and that is what a loaded key is reported with.
-"""
+"""The personalization workflow: check everything first, then load keys AS -> EI card by card, three
+APDUs per key, in a batch or serving cards as they arrive (watch mode). No user interface, no
+PC/SC: cards come through their transports and EI cards through callables."""
 
 from __future__ import annotations
 
@@ -42,7 +31,7 @@ from .protocol import (
     ProtocolError,
     block_sas,
 )
-from .secrets import Secret
+from .secret_sources import Secret
 from .transport import TransportError
 
 WAIT_TIMEOUT = 0.25

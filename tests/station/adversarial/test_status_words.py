@@ -1,0 +1,569 @@
+"""Every status word of PROTOCOL.md §4.4, provoked through pyscard, pcscd and the station against
+each applet that can answer it, in the life-cycle states that matter; after each refusal INFO and
+LIST KEYS must be byte for byte what they were, except the try counter where §4 lets it move.
+
+The cards are set up once per module through the host library (keyload_host.cards) with known
+test secrets; the table below holds the refusals that need no preparation, the functions after
+it those that need a challenge, a verified PIN or a forged key block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from adversarial_support import (
+    LE_ANY,
+    PIN,
+    SHORT_TRANSPORT_KEY,
+    TRANSPORT_KEY,
+    WELL_FORMED_FORGERY,
+    WRONG_PIN,
+    AppKey,
+    Bench,
+    SlotSpec,
+    command,
+    exchange,
+    export_data,
+    export_for,
+    forge_block,
+    header_for,
+    load,
+    proprietary,
+    refused,
+    setup_as,
+    setup_ei,
+    snapshot,
+    verify_apdu,
+)
+from keyload_host import crypto
+from keyload_host.cards import AsCard, EiCard
+from keyload_host.protocol import (
+    CLA_ISO,
+    CLA_PROPRIETARY,
+    MAX_KEYS,
+    PIN_TRY_LIMIT,
+    SW,
+    SW_VERIFY_FAILED_BASE,
+    Ins,
+    LifeCycle,
+    Usage,
+    key_block_length,
+)
+from station_support import StationUp
+
+AS_SETUP, AS_OPERATIONAL, AS_SHORT_T, EI_SETUP, EI_OPERATIONAL, EI_BLOCKED = range(6)
+ROLES = ("AS", "AS", "AS", "EI", "EI", "EI")
+
+AUTH = AppKey.holding(
+    0x03, Usage.AUTHENTICATE, bytes.fromhex("00112233445566778899AABBCCDDEEFF"), 2
+)
+MAC_ONCE = AppKey.holding(
+    0x10,
+    Usage.MAC,
+    bytes.fromhex("8E73B0F7DA0E6452C810F32B809079E562F8EAD2522C6B7B"),
+    0x0102,
+    diversify=True,
+    export_limit=1,
+)
+ENC = AppKey.holding(0x20, Usage.ENCRYPT, bytes(range(32)), 1)
+TOO_LONG = AppKey.holding(0x11, Usage.MAC, bytes(range(24)), 1)
+"""Held by the AS whose transport key is 16 bytes: never exported (§2)."""
+
+SLOT_AUTH = SlotSpec(0x01, 16, Usage.AUTHENTICATE)
+SLOT_NO_IMPORT = SlotSpec(0x02, 16, Usage.AUTHENTICATE, accepts_import=False)
+SLOT_MAC = SlotSpec(0x05, 24, Usage.MAC)
+SLOT_ENC = SlotSpec(0x0F, 32, Usage.ENCRYPT)
+SLOT_SPARE = SlotSpec(0x0E, 32, Usage.ENCRYPT)
+EI_SLOTS = (SLOT_AUTH, SLOT_NO_IMPORT, SLOT_MAC, SLOT_ENC, SLOT_SPARE)
+SERIAL = bytes.fromhex("4B4C0000000000A1")
+BLOCKED_SERIAL = bytes.fromhex("4B4C0000000000B1")
+RETRY_LIMIT = 15
+UNDEFINED_REF = 0x33
+SERIAL_8 = bytes(8)
+R_16 = bytes(16)
+
+
+@pytest.fixture(scope="module")
+def bench(station_up: StationUp) -> Iterator[Bench]:
+    """Six cards: an AS and an EI in SETUP (blank), a locked AS and EI of one set (the MAC key
+    exported once, its limit), an AS whose key is longer than its transport key, a BLOCKED EI."""
+    bench = Bench(ROLES)
+    try:
+        setup_as(bench.as_card(AS_OPERATIONAL), (AUTH, MAC_ONCE, ENC))
+        setup_as(bench.as_card(AS_SHORT_T), (AUTH, TOO_LONG), SHORT_TRANSPORT_KEY)
+        setup_ei(bench.ei_card(EI_OPERATIONAL), SERIAL, EI_SLOTS, retry_limit=RETRY_LIMIT)
+        as_card, ei_card = bench.as_card(AS_OPERATIONAL), bench.ei_card(EI_OPERATIONAL)
+        as_card.verify_pin(PIN)
+        load(as_card, ei_card, AUTH.ref1, SLOT_AUTH.ref2)
+        load(as_card, ei_card, MAC_ONCE.ref1, SLOT_MAC.ref2)
+        blocked = bench.ei_card(EI_BLOCKED)
+        setup_ei(blocked, BLOCKED_SERIAL, (SLOT_AUTH,), retry_limit=1)
+        blocked.get_challenge()
+        forgery = exchange(blocked.transport, proprietary(Ins.IMPORT_KEY, WELL_FORMED_FORGERY))
+        assert forgery.sw == SW_VERIFY_FAILED_BASE
+        assert blocked.select().life_cycle == LifeCycle.BLOCKED
+        yield bench
+    finally:
+        bench.close()
+
+
+def selected(bench: Bench, index: int) -> Bench:
+    """SELECT the applet again: a fresh selection has no verified PIN and no challenge."""
+    card = bench.as_card(index) if ROLES[index] == "AS" else bench.ei_card(index)
+    card.select()
+    return bench
+
+
+@dataclass(frozen=True)
+class Case:
+    card: int
+    why: str
+    apdu: bytes
+    sw: int
+
+    def __str__(self) -> str:
+        return f"{ROLES[self.card]}{self.card}-{self.sw:04X}-{self.why}"
+
+
+def _p(ins: Ins, data: bytes = b"", le: int | None = None) -> bytes:
+    return proprietary(ins, data, le)
+
+
+def _header(cla: int, ins: int, p1: int = 0, p2: int = 0, data: bytes = b"") -> bytes:
+    return command(cla, ins, p1, p2, data)
+
+
+PUT_FIELDS = bytes([0x03, Usage.AUTHENTICATE, 0x00, 0x01, 0x00, 0xFF, 0xFF])
+"""PUT APP KEY data before the key: REF1, usage, version, flags, export limit."""
+
+
+def _put(fields: bytes = PUT_FIELDS, key: bytes = bytes(16)) -> bytes:
+    return _p(Ins.PUT_APP_KEY, fields + key)
+
+
+def _put_with(offset: int, value: int) -> bytes:
+    fields = bytearray(PUT_FIELDS)
+    fields[offset] = value
+    return _put(bytes(fields))
+
+
+def _define(ref2: int = 0x21, length: int = 16, usage: int = Usage.AUTHENTICATE, flags: int = 1):
+    return _p(Ins.DEFINE_SLOT, bytes([ref2, length, usage, flags]))
+
+
+def _authenticate(ref2: int, data: bytes = b"\x01", p1: int = 0) -> bytes:
+    return command(CLA_ISO, Ins.INTERNAL_AUTHENTICATE, p1, ref2, data, 16)
+
+
+def _challenge(le: int | None = 16, p1: int = 0) -> bytes:
+    return command(CLA_ISO, Ins.GET_CHALLENGE, p1, 0, le=le)
+
+
+def _common_checks(card: int, own_ins: int, foreign_ins: tuple[int, ...]) -> list[Case]:
+    """6E00, 6D00 and 6A86, which come before the life cycle and so hold in every state."""
+    return [
+        Case(card, "CLA-84-secure-messaging", _header(0x84, Ins.GET_INFO), SW.CLA_NOT_SUPPORTED),
+        Case(card, "CLA-90-chaining", _header(0x90, Ins.GET_INFO), SW.CLA_NOT_SUPPORTED),
+        Case(card, "CLA-81-logical-channel", _header(0x81, Ins.GET_INFO), SW.CLA_NOT_SUPPORTED),
+        Case(card, "CLA-00-for-proprietary", _header(CLA_ISO, Ins.LIST_KEYS), SW.CLA_NOT_SUPPORTED),
+        Case(card, "CLA-80-for-ISO", _header(0x80, own_ins, 0, 0x81), SW.CLA_NOT_SUPPORTED),
+        Case(card, "CLA-FF", _header(0xFF, Ins.GET_INFO), SW.CLA_NOT_SUPPORTED),
+        *(
+            Case(
+                card,
+                f"INS-{ins:02X}-other-role",
+                _header(CLA_PROPRIETARY, ins),
+                SW.INS_NOT_SUPPORTED,
+            )
+            for ins in foreign_ins
+        ),
+        Case(card, "INS-unknown", _header(CLA_PROPRIETARY, 0xFE), SW.INS_NOT_SUPPORTED),
+        Case(card, "GET-RESPONSE", _header(CLA_ISO, Ins.GET_RESPONSE), SW.INS_NOT_SUPPORTED),
+        Case(card, "GET-INFO-P1", _header(CLA_PROPRIETARY, Ins.GET_INFO, 1), SW.INCORRECT_P1P2),
+        Case(
+            card, "LIST-KEYS-P2", _header(CLA_PROPRIETARY, Ins.LIST_KEYS, 0, 1), SW.INCORRECT_P1P2
+        ),
+        Case(card, "LOCK-P1", _header(CLA_PROPRIETARY, Ins.LOCK, 0x80), SW.INCORRECT_P1P2),
+        # no ISO 7816-4 command case: the card's runtime refuses them before the applet
+        Case(card, "header-of-2", _header(CLA_PROPRIETARY, Ins.GET_INFO)[:2], SW.WRONG_LENGTH),
+        Case(card, "header-of-3", _header(CLA_PROPRIETARY, Ins.GET_INFO)[:3], SW.WRONG_LENGTH),
+        Case(card, "Lc-promises-more", bytes.fromhex("805000001011"), SW.WRONG_LENGTH),
+        Case(card, "Lc-promises-less", bytes.fromhex("8050000001112233"), SW.WRONG_LENGTH),
+        Case(card, "extended-Lc-cut", bytes.fromhex("805000000010"), SW.WRONG_LENGTH),
+        Case(card, "extended-Lc-more", bytes.fromhex("80500000000010" + "11" * 8), SW.WRONG_LENGTH),
+    ]
+
+
+AS_ONLY = (Ins.PUT_APP_KEY, Ins.SET_PIN, Ins.EXPORT_KEY)
+EI_ONLY = (Ins.SET_SERIAL, Ins.DEFINE_SLOT, Ins.SET_RETRY_LIMIT, Ins.IMPORT_KEY)
+
+CASES = [
+    # ------------------------------------------------------------------ AS in SETUP
+    *_common_checks(AS_SETUP, Ins.VERIFY, EI_ONLY),
+    Case(AS_SETUP, "GET-CHALLENGE", _challenge(), SW.INS_NOT_SUPPORTED),
+    Case(AS_SETUP, "INTERNAL-AUTH", _authenticate(1), SW.INS_NOT_SUPPORTED),
+    Case(AS_SETUP, "VERIFY-P2-80", command(CLA_ISO, Ins.VERIFY, 0, 0x80, PIN), SW.INCORRECT_P1P2),
+    Case(AS_SETUP, "VERIFY-P1-01", command(CLA_ISO, Ins.VERIFY, 1, 0x81, PIN), SW.INCORRECT_P1P2),
+    Case(AS_SETUP, "EXPORT-P1", command(0x80, Ins.EXPORT_KEY, 1, 0, bytes(27)), SW.INCORRECT_P1P2),
+    Case(AS_SETUP, "VERIFY", verify_apdu(PIN), SW.CONDITIONS_NOT_SATISFIED),
+    Case(
+        AS_SETUP,
+        "EXPORT",
+        _p(Ins.EXPORT_KEY, export_data(3, 1, R_16, SERIAL_8), LE_ANY),
+        SW.CONDITIONS_NOT_SATISFIED,
+    ),
+    Case(AS_SETUP, "LOCK-incomplete", _p(Ins.LOCK), SW.CONDITIONS_NOT_SATISFIED),
+    Case(AS_SETUP, "LOCK-data", _p(Ins.LOCK, b"\x00"), SW.WRONG_LENGTH),
+    Case(AS_SETUP, "SET-T-none", _p(Ins.SET_TRANSPORT_KEY), SW.WRONG_LENGTH),
+    Case(AS_SETUP, "SET-T-15", _p(Ins.SET_TRANSPORT_KEY, bytes(15)), SW.WRONG_LENGTH),
+    Case(AS_SETUP, "SET-T-33", _p(Ins.SET_TRANSPORT_KEY, bytes(33)), SW.WRONG_LENGTH),
+    Case(AS_SETUP, "SET-PIN-3", _p(Ins.SET_PIN, b"123"), SW.WRONG_LENGTH),
+    Case(AS_SETUP, "SET-PIN-17", _p(Ins.SET_PIN, b"1" * 17), SW.WRONG_LENGTH),
+    Case(AS_SETUP, "PUT-key-15", _put(key=bytes(15)), SW.WRONG_LENGTH),
+    Case(AS_SETUP, "PUT-key-33", _put(key=bytes(33)), SW.WRONG_LENGTH),
+    Case(AS_SETUP, "PUT-fields-only", _p(Ins.PUT_APP_KEY, PUT_FIELDS), SW.WRONG_LENGTH),
+    Case(AS_SETUP, "PUT-REF-00", _put_with(0, 0x00), SW.INCORRECT_DATA),
+    Case(AS_SETUP, "PUT-REF-80", _put_with(0, 0x80), SW.INCORRECT_DATA),
+    Case(AS_SETUP, "PUT-usage-03", _put_with(1, 0x03), SW.INCORRECT_DATA),
+    Case(AS_SETUP, "PUT-usage-00", _put_with(1, 0x00), SW.INCORRECT_DATA),
+    Case(AS_SETUP, "PUT-version-0", _put_with(3, 0x00), SW.INCORRECT_DATA),
+    Case(AS_SETUP, "PUT-flags-02", _put_with(4, 0x02), SW.INCORRECT_DATA),
+    # ------------------------------------------------------------------ AS OPERATIONAL, no PIN
+    *_common_checks(AS_OPERATIONAL, Ins.VERIFY, EI_ONLY),
+    Case(
+        AS_OPERATIONAL, "SET-T", _p(Ins.SET_TRANSPORT_KEY, bytes(16)), SW.CONDITIONS_NOT_SATISFIED
+    ),
+    Case(AS_OPERATIONAL, "SET-PIN", _p(Ins.SET_PIN, b"0000"), SW.CONDITIONS_NOT_SATISFIED),
+    Case(AS_OPERATIONAL, "PUT", _put(), SW.CONDITIONS_NOT_SATISFIED),
+    Case(AS_OPERATIONAL, "LOCK", _p(Ins.LOCK), SW.CONDITIONS_NOT_SATISFIED),
+    Case(
+        AS_OPERATIONAL,
+        "EXPORT-no-PIN",
+        _p(Ins.EXPORT_KEY, export_data(AUTH.ref1, 1, R_16, SERIAL), LE_ANY),
+        SW.SECURITY_STATUS_NOT_SATISFIED,
+    ),
+    # ------------------------------------------------------------------ EI in SETUP
+    *_common_checks(EI_SETUP, Ins.INTERNAL_AUTHENTICATE, AS_ONLY),
+    Case(EI_SETUP, "VERIFY", verify_apdu(PIN), SW.INS_NOT_SUPPORTED),
+    Case(
+        EI_SETUP, "CHALLENGE-CLA-80", command(0x80, Ins.GET_CHALLENGE, le=16), SW.CLA_NOT_SUPPORTED
+    ),
+    Case(
+        EI_SETUP,
+        "IMPORT-CLA-00",
+        command(CLA_ISO, Ins.IMPORT_KEY, data=bytes(56)),
+        SW.CLA_NOT_SUPPORTED,
+    ),
+    Case(EI_SETUP, "AUTH-P2-00", _authenticate(0x00), SW.INCORRECT_P1P2),
+    Case(EI_SETUP, "AUTH-P2-80", _authenticate(0x80), SW.INCORRECT_P1P2),
+    Case(EI_SETUP, "AUTH-P1-01", _authenticate(0x01, p1=1), SW.INCORRECT_P1P2),
+    Case(EI_SETUP, "CHALLENGE-P1", _challenge(p1=1), SW.INCORRECT_P1P2),
+    Case(EI_SETUP, "IMPORT-P2", command(0x80, Ins.IMPORT_KEY, 0, 1, bytes(56)), SW.INCORRECT_P1P2),
+    Case(EI_SETUP, "CHALLENGE", _challenge(), SW.CONDITIONS_NOT_SATISFIED),
+    Case(EI_SETUP, "IMPORT", _p(Ins.IMPORT_KEY, bytes(56)), SW.CONDITIONS_NOT_SATISFIED),
+    Case(EI_SETUP, "AUTH", _authenticate(0x01), SW.CONDITIONS_NOT_SATISFIED),
+    Case(EI_SETUP, "LOCK-incomplete", _p(Ins.LOCK), SW.CONDITIONS_NOT_SATISFIED),
+    Case(EI_SETUP, "LOCK-data", _p(Ins.LOCK, b"\x00"), SW.WRONG_LENGTH),
+    Case(EI_SETUP, "SET-T-17", _p(Ins.SET_TRANSPORT_KEY, bytes(17)), SW.WRONG_LENGTH),
+    Case(EI_SETUP, "SET-SERIAL-7", _p(Ins.SET_SERIAL, bytes(7)), SW.WRONG_LENGTH),
+    Case(EI_SETUP, "SET-SERIAL-17", _p(Ins.SET_SERIAL, bytes(17)), SW.WRONG_LENGTH),
+    Case(EI_SETUP, "SET-SERIAL-none", _p(Ins.SET_SERIAL), SW.WRONG_LENGTH),
+    Case(EI_SETUP, "DEFINE-3", _p(Ins.DEFINE_SLOT, bytes([1, 16, 1])), SW.WRONG_LENGTH),
+    Case(EI_SETUP, "DEFINE-5", _p(Ins.DEFINE_SLOT, bytes([1, 16, 1, 1, 0])), SW.WRONG_LENGTH),
+    Case(EI_SETUP, "RETRY-none", _p(Ins.SET_RETRY_LIMIT), SW.WRONG_LENGTH),
+    Case(EI_SETUP, "RETRY-2", _p(Ins.SET_RETRY_LIMIT, b"\x05\x05"), SW.WRONG_LENGTH),
+    Case(EI_SETUP, "DEFINE-REF-00", _define(ref2=0x00), SW.INCORRECT_DATA),
+    Case(EI_SETUP, "DEFINE-REF-80", _define(ref2=0x80), SW.INCORRECT_DATA),
+    Case(EI_SETUP, "DEFINE-length-17", _define(length=17), SW.INCORRECT_DATA),
+    Case(EI_SETUP, "DEFINE-usage-03", _define(usage=3), SW.INCORRECT_DATA),
+    Case(EI_SETUP, "DEFINE-flags-02", _define(flags=2), SW.INCORRECT_DATA),
+    Case(EI_SETUP, "RETRY-0", _p(Ins.SET_RETRY_LIMIT, b"\x00"), SW.INCORRECT_DATA),
+    Case(EI_SETUP, "RETRY-16", _p(Ins.SET_RETRY_LIMIT, b"\x10"), SW.INCORRECT_DATA),
+    # ------------------------------------------------------------------ EI OPERATIONAL
+    *_common_checks(EI_OPERATIONAL, Ins.INTERNAL_AUTHENTICATE, AS_ONLY),
+    Case(
+        EI_OPERATIONAL, "SET-T", _p(Ins.SET_TRANSPORT_KEY, bytes(16)), SW.CONDITIONS_NOT_SATISFIED
+    ),
+    Case(EI_OPERATIONAL, "SET-SERIAL", _p(Ins.SET_SERIAL, bytes(8)), SW.CONDITIONS_NOT_SATISFIED),
+    Case(EI_OPERATIONAL, "DEFINE", _define(), SW.CONDITIONS_NOT_SATISFIED),
+    Case(EI_OPERATIONAL, "RETRY", _p(Ins.SET_RETRY_LIMIT, b"\x05"), SW.CONDITIONS_NOT_SATISFIED),
+    Case(EI_OPERATIONAL, "LOCK", _p(Ins.LOCK), SW.CONDITIONS_NOT_SATISFIED),
+    Case(
+        EI_OPERATIONAL,
+        "IMPORT-no-challenge",
+        _p(Ins.IMPORT_KEY, bytes(56)),
+        SW.CONDITIONS_NOT_SATISFIED,
+    ),
+    Case(
+        EI_OPERATIONAL, "AUTH-MAC-slot", _authenticate(SLOT_MAC.ref2), SW.CONDITIONS_NOT_SATISFIED
+    ),
+    Case(
+        EI_OPERATIONAL, "AUTH-undefined", _authenticate(UNDEFINED_REF), SW.REFERENCED_DATA_NOT_FOUND
+    ),
+    Case(EI_OPERATIONAL, "AUTH-empty", _authenticate(SLOT_ENC.ref2), SW.REFERENCED_DATA_NOT_FOUND),
+    Case(
+        EI_OPERATIONAL,
+        "AUTH-no-data",
+        command(CLA_ISO, Ins.INTERNAL_AUTHENTICATE, 0, 1, le=16),
+        SW.WRONG_LENGTH,
+    ),
+    Case(EI_OPERATIONAL, "AUTH-65", _authenticate(SLOT_AUTH.ref2, bytes(65)), SW.WRONG_LENGTH),
+    Case(EI_OPERATIONAL, "CHALLENGE-Le-08", _challenge(8), SW.WRONG_LENGTH),
+    Case(EI_OPERATIONAL, "CHALLENGE-Le-11", _challenge(17), SW.WRONG_LENGTH),
+    Case(EI_OPERATIONAL, "CHALLENGE-no-Le", _challenge(None), SW.WRONG_LENGTH),
+    # ------------------------------------------------------------------ EI BLOCKED
+    *_common_checks(EI_BLOCKED, Ins.INTERNAL_AUTHENTICATE, AS_ONLY),
+    Case(EI_BLOCKED, "CHALLENGE", _challenge(), SW.BLOCKED),
+    Case(EI_BLOCKED, "IMPORT", _p(Ins.IMPORT_KEY, bytes(56)), SW.BLOCKED),
+    Case(EI_BLOCKED, "IMPORT-short", _p(Ins.IMPORT_KEY, bytes(3)), SW.BLOCKED),
+    Case(EI_BLOCKED, "AUTH", _authenticate(SLOT_AUTH.ref2), SW.CONDITIONS_NOT_SATISFIED),
+    Case(EI_BLOCKED, "SET-SERIAL", _p(Ins.SET_SERIAL, bytes(8)), SW.CONDITIONS_NOT_SATISFIED),
+    Case(EI_BLOCKED, "DEFINE", _define(), SW.CONDITIONS_NOT_SATISFIED),
+    Case(EI_BLOCKED, "LOCK", _p(Ins.LOCK), SW.CONDITIONS_NOT_SATISFIED),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_refusal_leaves_the_card_unchanged(bench: Bench, case: Case) -> None:
+    refused(selected(bench, case.card).transport(case.card), case.apdu, case.sw)
+
+
+# ------------------------------------------------------------------------------ AS, PIN verified
+
+
+@pytest.fixture
+def verified_as(bench: Bench):
+    card = selected(bench, AS_OPERATIONAL).as_card(AS_OPERATIONAL)
+    card.verify_pin(PIN)
+    return card
+
+
+def _export(
+    ref1: int, ref2: int = SLOT_AUTH.ref2, serial: bytes = SERIAL, data: bytes | None = None
+):
+    return _p(
+        Ins.EXPORT_KEY, export_data(ref1, ref2, R_16, serial) if data is None else data, LE_ANY
+    )
+
+
+EXPORT_CASES = [
+    ("SN-7", _export(AUTH.ref1, serial=bytes(7)), SW.WRONG_LENGTH),
+    ("SN-17", _export(AUTH.ref1, serial=bytes(17)), SW.WRONG_LENGTH),
+    (
+        "SN-length-lies",
+        _export(AUTH.ref1, data=export_data(3, 1, R_16, SERIAL)[:-1]),
+        SW.WRONG_LENGTH,
+    ),
+    (
+        "SN-length-byte-FF",
+        _export(AUTH.ref1, data=export_data(3, 1, R_16, SERIAL)[:18] + b"\xff" + SERIAL),
+        SW.WRONG_LENGTH,
+    ),
+    ("no-data", _p(Ins.EXPORT_KEY, le=LE_ANY), SW.WRONG_LENGTH),
+    ("REF1-missing", _export(0x44), SW.REFERENCED_DATA_NOT_FOUND),
+    ("REF1-00", _export(0x00), SW.REFERENCED_DATA_NOT_FOUND),
+    ("REF2-00", _export(AUTH.ref1, ref2=0x00), SW.INCORRECT_DATA),
+    ("REF2-80", _export(AUTH.ref1, ref2=0x80), SW.INCORRECT_DATA),
+    ("limit-reached", _export(MAC_ONCE.ref1, SLOT_MAC.ref2), SW.BLOCKED),
+]
+
+
+@pytest.mark.parametrize(
+    ("why", "apdu", "sw"), EXPORT_CASES, ids=[case[0] for case in EXPORT_CASES]
+)
+def test_export_refusals_with_the_pin_verified(verified_as, why: str, apdu: bytes, sw: int) -> None:
+    refused(verified_as.transport, apdu, sw)
+
+
+def test_export_of_a_key_longer_than_the_transport_key(bench: Bench) -> None:
+    card = selected(bench, AS_SHORT_T).as_card(AS_SHORT_T)
+    card.verify_pin(PIN)
+    refused(card.transport, _export(TOO_LONG.ref1, SLOT_MAC.ref2), SW.CONDITIONS_NOT_SATISFIED)
+
+
+def test_a_good_export_counts_once_and_changes_nothing_else(verified_as) -> None:
+    before = snapshot(verified_as.transport)
+    response = exchange(verified_as.transport, _export(AUTH.ref1))
+    after = snapshot(verified_as.transport)
+    assert response.sw == SW.OK
+    assert len(response.data) == key_block_length(len(AUTH.key))
+    assert after.without_export_counts() == before.without_export_counts()
+    counts = {
+        ref: after.entries()[ref].count - entry.count for ref, entry in before.entries().items()
+    }
+    assert counts == {AUTH.ref1: 1, MAC_ONCE.ref1: 0, ENC.ref1: 0}
+
+
+def test_a_wrong_pin_spends_one_try_and_the_right_one_gives_it_back(bench: Bench) -> None:
+    transport = selected(bench, AS_OPERATIONAL).transport(AS_OPERATIONAL)
+    refused(transport, verify_apdu(WRONG_PIN), SW_VERIFY_FAILED_BASE | 2, spends_try=True)
+    assert exchange(transport, verify_apdu(PIN)).sw == SW.OK
+    assert snapshot(transport).tries == PIN_TRY_LIMIT
+
+
+@pytest.fixture
+def blank_as(bench: Bench) -> Iterator[AsCard]:
+    """A blank AS in the SETUP reader, replaced by another blank one afterwards."""
+    bench.fresh(AS_SETUP)
+    yield bench.as_card(AS_SETUP)
+    bench.fresh(AS_SETUP)
+
+
+@pytest.fixture
+def blank_ei(bench: Bench) -> Iterator[EiCard]:
+    bench.fresh(EI_SETUP)
+    yield bench.ei_card(EI_SETUP)
+    bench.fresh(EI_SETUP)
+
+
+def test_a_seventeenth_key_is_refused(blank_as: AsCard) -> None:
+    blank_as.select()
+    for ref in range(1, MAX_KEYS + 1):
+        blank_as.put_app_key(ref, Usage.MAC, 1, False, 1, bytes(16))
+    refused(blank_as.transport, _put_with(0, MAX_KEYS + 1), SW.NOT_ENOUGH_MEMORY)
+    blank_as.put_app_key(MAX_KEYS, Usage.ENCRYPT, 2, False, 1, bytes(32))  # replacing is allowed
+
+
+def test_a_seventeenth_slot_is_refused(blank_ei: EiCard) -> None:
+    blank_ei.select()
+    for ref in range(1, MAX_KEYS + 1):
+        blank_ei.define_slot(ref, 16, Usage.MAC, True)
+    refused(blank_ei.transport, _define(ref2=MAX_KEYS + 1), SW.NOT_ENOUGH_MEMORY)
+    blank_ei.define_slot(MAX_KEYS, 32, Usage.ENCRYPT, False)
+
+
+# ------------------------------------------------------------------------------ EI, IMPORT KEY
+
+
+@dataclass(frozen=True)
+class Cards:
+    as_card: AsCard
+    ei_card: EiCard
+
+
+@pytest.fixture
+def pair(bench: Bench) -> Iterator[Cards]:
+    """The operational AS (PIN verified) and EI; afterwards a good import gives the EI back every
+    try a test spent."""
+    as_card = selected(bench, AS_OPERATIONAL).as_card(AS_OPERATIONAL)
+    as_card.verify_pin(PIN)
+    ei_card = selected(bench, EI_OPERATIONAL).ei_card(EI_OPERATIONAL)
+    yield Cards(as_card, ei_card)
+    load(as_card, ei_card, AUTH.ref1, SLOT_AUTH.ref2)  # same version, same key: no write
+    assert snapshot(ei_card.transport).tries == RETRY_LIMIT
+
+
+BlockMaker = Callable[[bytes, bytes], bytes]
+"""(R, the AS's genuine block for AUTH into SLOT_AUTH and R) -> the block to import."""
+
+
+def _forged(key: AppKey, ref2: int, key_bytes: bytes | None = None, **options) -> BlockMaker:
+    header_changes = options.pop("header", {})
+
+    def make(challenge: bytes, _genuine: bytes) -> bytes:
+        header = header_for(key, ref2, **header_changes)
+        return forge_block(
+            TRANSPORT_KEY,
+            SERIAL,
+            challenge,
+            header,
+            key.key if key_bytes is None else key_bytes,
+            **options,
+        )
+
+    return make
+
+
+def _edited(edit: Callable[[bytearray], bytes | bytearray]) -> BlockMaker:
+    return lambda _challenge, genuine: bytes(edit(bytearray(genuine)))
+
+
+def _set(offset: int, value: int) -> Callable[[bytearray], bytearray]:
+    def edit(block: bytearray) -> bytearray:
+        block[offset] = value
+        return block
+
+    return edit
+
+
+OTHER_AUTH_KEY = bytes.fromhex("FFEEDDCCBBAA99887766554433221100")
+
+IMPORT_CASES = [
+    ("shorter-than-header", _edited(lambda b: b[:7]), SW.WRONG_LENGTH, False),
+    ("empty", _edited(lambda b: b[:0]), SW.WRONG_LENGTH, False),
+    ("format-02", _edited(_set(0, 0x02)), SW.INCORRECT_DATA, False),
+    ("key-length-11", _edited(_set(2, 0x11)), SW.INCORRECT_DATA, False),
+    ("key-length-00", _edited(_set(2, 0x00)), SW.INCORRECT_DATA, False),
+    ("key-length-says-32", _edited(_set(2, 0x20)), SW.WRONG_LENGTH, False),
+    ("one-byte-short", _edited(lambda b: b[:-1]), SW.WRONG_LENGTH, False),
+    ("one-byte-long", _edited(lambda b: b + b"\x00"), SW.WRONG_LENGTH, False),
+    ("CAS-wrong", _edited(lambda b: b[:-1] + bytes([b[-1] ^ 1])), SW_VERIFY_FAILED_BASE | 14, True),
+    (
+        "SAS-wrong",
+        _forged(AUTH, SLOT_AUTH.ref2, sas=bytes(8)),
+        SW.SECURITY_STATUS_NOT_SATISFIED,
+        True,
+    ),
+    (
+        "padding-not-zero",
+        _forged(MAC_ONCE, SLOT_MAC.ref2, padding=bytes(7) + b"\x01"),
+        SW.INCORRECT_DATA,
+        False,
+    ),
+    ("slot-undefined", _forged(AUTH, UNDEFINED_REF), SW.REFERENCED_DATA_NOT_FOUND, False),
+    ("slot-closed", _forged(AUTH, SLOT_NO_IMPORT.ref2), SW.COMMAND_NOT_ALLOWED, False),
+    (
+        "length-not-the-slots",
+        _forged(MAC_ONCE, SLOT_AUTH.ref2, header={"usage": Usage.AUTHENTICATE}),
+        SW.INCORRECT_DATA,
+        False,
+    ),
+    (
+        "usage-not-the-slots",
+        _forged(AUTH, SLOT_AUTH.ref2, header={"usage": Usage.MAC}),
+        SW.INCORRECT_DATA,
+        False,
+    ),
+    (
+        "version-older",
+        _forged(AUTH, SLOT_AUTH.ref2, header={"version": AUTH.version - 1}),
+        SW.INCORRECT_DATA,
+        False,
+    ),
+    ("version-0", _forged(AUTH, SLOT_AUTH.ref2, header={"version": 0}), SW.INCORRECT_DATA, False),
+    (
+        "same-version-other-key",
+        _forged(AUTH, SLOT_AUTH.ref2, OTHER_AUTH_KEY),
+        SW.INCORRECT_DATA,
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("why", "make", "sw", "spends_try"), IMPORT_CASES, ids=[case[0] for case in IMPORT_CASES]
+)
+def test_import_refusals(
+    pair: Cards, why: str, make: BlockMaker, sw: int, spends_try: bool
+) -> None:
+    challenge, genuine = export_for(pair.as_card, pair.ei_card, AUTH.ref1, SLOT_AUTH.ref2)
+    block = make(challenge, genuine)
+    refused(pair.ei_card.transport, proprietary(Ins.IMPORT_KEY, block), sw, spends_try=spends_try)
+    # the challenge is spent whatever the outcome: the genuine block is refused now
+    refused(
+        pair.ei_card.transport, proprietary(Ins.IMPORT_KEY, genuine), SW.CONDITIONS_NOT_SATISFIED
+    )
+
+
+def test_a_good_import_stores_exactly_its_slot(pair: Cards) -> None:
+    before = snapshot(pair.ei_card.transport)
+    _challenge, block = export_for(pair.as_card, pair.ei_card, ENC.ref1, SLOT_SPARE.ref2)
+    assert exchange(pair.ei_card.transport, proprietary(Ins.IMPORT_KEY, block)).sw == SW.OK
+    after = snapshot(pair.ei_card.transport)
+    assert after.info == before.info
+    changed = {ref for ref, entry in after.entries().items() if before.entries()[ref] != entry}
+    assert changed == {SLOT_SPARE.ref2}
+    slot = after.entries()[SLOT_SPARE.ref2]
+    assert (slot.loaded, slot.version, slot.kcv) == (True, ENC.version, crypto.kcv(ENC.key))

@@ -1,0 +1,269 @@
+"""Setup configs and job files: what is accepted, and one clear line per kind of error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from keyload_host.config import (
+    ConfigError,
+    Load,
+    load_as_setup,
+    load_ei_setup,
+    load_job,
+    parse_load,
+)
+from keyload_host.protocol import EXPORT_LIMIT_UNLIMITED, Usage
+from keyload_host.secret_sources import SecretSource
+
+AS_CONFIG = """
+transport_key = { file = "t.key" }
+pin = { prompt = true }
+
+[[keys]]
+ref = 0x03
+usage = "auth"
+version = 1
+export_limit = "unlimited"
+key = { env = "KEYLOAD_K03" }
+
+[[keys]]
+ref = 0x10
+usage = "mac"
+version = 0x0102
+diversify = true
+export_limit = 500
+key = { file = "keys/k10.key" }
+"""
+
+EI_CONFIG = """
+transport_key = { env = "KEYLOAD_T" }
+serial = "4B4C 0000 0000 0001"
+retry_limit = 5
+
+[[slots]]
+ref = 0x01
+key_length = 16
+usage = "auth"
+
+[[slots]]
+ref = 0x05
+key_length = 24
+usage = "mac"
+accepts_import = false
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "setup.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def problems(loader, tmp_path: Path, text: str) -> list[str]:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        loader(path)
+    assert str(caught.value).splitlines() == caught.value.problems
+    assert all(line.startswith(f"{path}: ") for line in caught.value.problems)
+    return caught.value.problems
+
+
+def test_a_valid_as_config(tmp_path: Path) -> None:
+    setup = load_as_setup(write(tmp_path, AS_CONFIG))
+    assert setup.transport_key == SecretSource(file=tmp_path / "t.key")
+    assert setup.pin == SecretSource(prompt=True)
+    first, second = setup.keys
+    assert (first.ref, first.usage, first.version, first.diversify) == (
+        3,
+        Usage.AUTHENTICATE,
+        1,
+        False,
+    )
+    assert first.export_limit == EXPORT_LIMIT_UNLIMITED
+    assert first.key == SecretSource(env="KEYLOAD_K03")
+    assert (second.ref, second.usage, second.version, second.diversify) == (
+        0x10,
+        Usage.MAC,
+        0x102,
+        True,
+    )
+    assert second.export_limit == 500
+    assert second.key == SecretSource(file=tmp_path / "keys" / "k10.key")
+
+
+def test_a_valid_ei_config(tmp_path: Path) -> None:
+    setup = load_ei_setup(write(tmp_path, EI_CONFIG))
+    assert setup.serial == bytes.fromhex("4B4C000000000001")
+    assert setup.retry_limit == 5
+    assert [(s.ref, s.key_length, s.usage, s.accepts_import) for s in setup.slots] == [
+        (1, 16, Usage.AUTHENTICATE, True),
+        (5, 24, Usage.MAC, False),
+    ]
+
+
+def test_missing_fields(tmp_path: Path) -> None:
+    found = problems(load_as_setup, tmp_path, '[[keys]]\nref = 1\nusage = "auth"\n')
+    assert [line.split(": ")[1] for line in found] == [
+        "transport_key",
+        "pin",
+        "keys[0].version",
+        "keys[0].export_limit",
+        "keys[0].key",
+    ]
+    assert all(line.endswith(": missing") for line in found)
+
+
+def test_a_literal_key_is_refused_with_the_reason(tmp_path: Path) -> None:
+    text = AS_CONFIG.replace('{ file = "t.key" }', '"404142434445464748494A4B4C4D4E4F"')
+    (line,) = problems(load_as_setup, tmp_path, text)
+    assert "transport_key: a secret must not be written in a config file" in line
+    assert '{ file = "name.key" }' in line
+    assert "404142434445464748494A4B4C4D4E4F" not in line
+
+
+def test_a_literal_pin_is_refused(tmp_path: Path) -> None:
+    (line,) = problems(load_as_setup, tmp_path, AS_CONFIG.replace("{ prompt = true }", "1234"))
+    assert "pin: a secret must not be written" in line and "1234" not in line
+
+
+def test_a_malformed_secret_source(tmp_path: Path) -> None:
+    text = AS_CONFIG.replace('{ file = "t.key" }', '{ file = "t.key", env = "X" }')
+    (line,) = problems(load_as_setup, tmp_path, text)
+    assert "transport_key: must be one of" in line
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            'serial = "4B4C 0000 0000 0001"',
+            'serial = "4B4C0000"',
+            "serial: must be 8 to 16 bytes, found 4",
+        ),
+        (
+            'serial = "4B4C 0000 0000 0001"',
+            'serial = "4B4C00000000000X"',
+            "serial: must be a string of hex",
+        ),
+        ("key_length = 24", "key_length = 20", "slots[1].key_length: must be 16, 24 or 32"),
+        ("retry_limit = 5", "retry_limit = 16", "retry_limit: 16 (0x10) is out of range 0x1..0xF"),
+        ("ref = 0x05", "ref = 0x80", "slots[1].ref: 128 (0x80) is out of range 0x1..0x7F"),
+        ("ref = 0x05", "ref = 0", "slots[1].ref: 0 (0x0) is out of range"),
+        ("ref = 0x05", "ref = 0x01", "slots[1].ref: reference 0x01 is used twice"),
+        ('usage = "mac"', 'usage = "sign"', "slots[1].usage: must be one of auth, mac, enc"),
+        (
+            "accepts_import = false",
+            'accepts_import = "no"',
+            "slots[1].accepts_import: must be true or false",
+        ),
+        ("retry_limit = 5", "retry_limit = 5\ncolour = 1", "colour: unknown field"),
+    ],
+    ids=[
+        "serial length",
+        "serial not hex",
+        "key length",
+        "retry limit range",
+        "ref range",
+        "reserved ref 0",
+        "duplicate ref",
+        "usage",
+        "boolean",
+        "unknown field",
+    ],
+)
+def test_ei_config_errors(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in EI_CONFIG
+    (line,) = problems(load_ei_setup, tmp_path, EI_CONFIG.replace(old, new, 1))
+    assert message in line
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("version = 1", "version = 0", "keys[0].version: 0 (0x0) is out of range 0x1..0xFFFF"),
+        ("version = 1", "version = 0x10000", "keys[0].version: 65536 (0x10000) is out of range"),
+        (
+            "export_limit = 500",
+            "export_limit = 65535",
+            'keys[1].export_limit: must be "unlimited" or',
+        ),
+        ("export_limit = 500", "export_limit = -1", 'keys[1].export_limit: must be "unlimited" or'),
+        ("ref = 0x10", "ref = 0x03", "keys[1].ref: reference 0x03 is used twice"),
+        ("version = 1", 'version = "1"', "keys[0].version: must be a whole number, found str '1'"),
+    ],
+    ids=["version 0", "version too big", "export limit", "negative limit", "duplicate ref", "type"],
+)
+def test_as_config_errors(tmp_path: Path, old: str, new: str, message: str) -> None:
+    (line,) = problems(load_as_setup, tmp_path, AS_CONFIG.replace(old, new, 1))
+    assert message in line
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = EI_CONFIG.replace("retry_limit = 5", "retry_limit = 0").replace(
+        'usage = "mac"', "usage = 2"
+    )
+    assert len(problems(load_ei_setup, tmp_path, text)) == 2
+
+
+def test_at_least_one_and_at_most_sixteen_entries(tmp_path: Path) -> None:
+    (line,) = problems(load_ei_setup, tmp_path, EI_CONFIG.split("[[slots]]")[0])
+    assert "slots: at least one [[slots]] entry is needed" in line
+    slots = "".join(
+        f'[[slots]]\nref = {ref}\nkey_length = 16\nusage = "auth"\n' for ref in range(1, 18)
+    )
+    (line,) = problems(load_ei_setup, tmp_path, EI_CONFIG.split("[[slots]]")[0] + slots)
+    assert "17 entries, a card holds at most 16" in line
+
+
+def test_not_toml(tmp_path: Path) -> None:
+    (line,) = problems(load_ei_setup, tmp_path, "serial = \n")
+    assert "not valid TOML" in line
+
+
+def test_an_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_ei_setup(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "load"),
+    [("03:01", Load(3, 1)), ("0x10:0x05", Load(0x10, 5)), ("7f:7F", Load(0x7F, 0x7F))],
+)
+def test_parse_load(text: str, load: Load) -> None:
+    assert parse_load(text) == load
+    assert str(load) == f"{load.ref1:02X}:{load.ref2:02X}"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0301", "is not REF1:REF2"),
+        ("03:", "not a reference in hex"),
+        ("03:GG", "not a reference in hex"),
+        ("00:01", "out of range"),
+        ("03:80", "out of range"),
+        ("103:01", "not a reference in hex"),
+    ],
+)
+def test_parse_load_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_load(text)
+
+
+def test_a_job_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'loads = ["03:01", "10:05"]\nas_reader = "A"\nei_readers = ["B", "C"]\n',
+        "job.toml",
+    )
+    job = load_job(path)
+    assert job.loads == (Load(3, 1), Load(0x10, 5))
+    assert (job.as_reader, job.ei_readers) == ("A", ("B", "C"))
+
+
+def test_a_job_file_with_errors(tmp_path: Path) -> None:
+    found = problems(load_job, tmp_path, 'loads = ["03:01", "04:01", "zz"]\nei_readers = "B"\n')
+    assert any("loads[2]: 'zz' is not REF1:REF2" in line for line in found)
+    assert any("loads: two loads target EI slot 01" in line for line in found)
+    assert any("ei_readers: must be a list of reader names" in line for line in found)
