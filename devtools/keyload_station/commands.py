@@ -11,6 +11,8 @@ from typing import Any
 import click
 from keyload_host.tables import format_table
 
+from . import timing
+
 
 @contextmanager
 def _station() -> Iterator[Any]:
@@ -19,7 +21,7 @@ def _station() -> Iterator[Any]:
 
     try:
         yield station
-    except station.StationError as error:
+    except (station.StationError, station.timing_profiles.TimingError) as error:
         raise click.ClickException(str(error)) from None
 
 
@@ -28,10 +30,13 @@ def _show_station(status: Any) -> None:
     pcscd = " (pcscd started by the station)" if status.pcscd_started_by_us else ""
     click.echo(f"station {running}{pcscd}")
     rows = [
-        [slot.name, slot.port, slot.role or "-", slot.state, slot.apdus] for slot in status.readers
+        [slot.name, slot.port, slot.role or "-", slot.state, slot.apdus, slot.timing or "-"]
+        for slot in status.readers
     ]
     if rows:
-        click.echo(format_table(["reader", "port", "role", "state", "apdus"], rows))
+        click.echo(format_table(["reader", "port", "role", "state", "apdus", "timing"], rows))
+    if any(slot.timing for slot in status.readers):
+        click.echo("timing: a model of real cards, not a measurement (sim up --help)")
 
 
 ROLE_CHOICE = click.Choice(["AS", "EI"], case_sensitive=False)
@@ -90,19 +95,44 @@ def _reader_count(role: str) -> Callable[[Callable[..., None]], Callable[..., No
     is_flag=True,
     help="Make T=0 cards (ATR offering T=0 only, 61xx with GET RESPONSE, 6Cxx), like many SAMs.",
 )
+@click.option(
+    "--timing",
+    metavar="PROFILE",
+    help="Make every reader answer as a real card would, by a timing model: "
+    f"{', '.join(timing.builtin_names())}, or the path of a TOML profile like them "
+    "(devtools/keyload_station/profiles/). A model, not a measurement.",
+)
+@click.option("--as-timing", metavar="PROFILE", help="The timing profile of the AS readers.")
+@click.option("--ei-timing", metavar="PROFILE", help="The timing profile of the EI readers.")
 def up(
-    as_count: int, ei_count: int, control_port: int, base_port: int | None, timeout: float, t0: bool
+    as_count: int,
+    ei_count: int,
+    control_port: int,
+    base_port: int | None,
+    timeout: float,
+    t0: bool,
+    timing: str | None,
+    as_timing: str | None,
+    ei_timing: str | None,
 ) -> None:
     """Start the station with AS and EI readers.
 
     Starts pcscd too if it is not running; the AS readers come first, then the EI readers.
     """
-    roles = ["AS"] * as_count + ["EI"] * ei_count
     with _station() as station:
-        if t0:
-            roles = [f"{role}{station.PROTOCOL_SEPARATOR}T0" for role in roles]
+        protocol = f"{station.PROTOCOL_SEPARATOR}T0" if t0 else ""
+        roles = []
+        for role, count, profile in (("AS", as_count, as_timing), ("EI", ei_count, ei_timing)):
+            suffix = f"{station.TIMING_SEPARATOR}{profile}" if profile else ""
+            roles += [f"{role}{protocol}{suffix}"] * count
         _show_station(
-            station.up(roles, control_port=control_port, base_port=base_port, timeout=timeout)
+            station.up(
+                roles,
+                control_port=control_port,
+                base_port=base_port,
+                timeout=timeout,
+                timing=timing,
+            )
         )
 
 

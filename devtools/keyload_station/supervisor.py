@@ -21,11 +21,14 @@ from pathlib import Path
 from keyload_host.errors import KeyloadError
 from keyload_host.transport import Pcsc, PcscUnavailableError, TransportError
 
+from . import timing as timing_profiles
+
 ROLES = ("AS", "EI", "EMPTY")
 EMPTY = "EMPTY"
 CARD_ROLES = tuple(role for role in ROLES if role != EMPTY)
 PROTOCOLS = ("T0", "T1")
 PROTOCOL_SEPARATOR = ":"
+TIMING_SEPARATOR = "@"
 PULL_MOMENTS = ("before", "after")
 
 STATE_DIR_ENV = "KEYLOAD_STATION_DIR"
@@ -50,6 +53,7 @@ TERM_GRACE = 5.0
 POLL_INTERVAL = 0.02
 LOG_TAIL_LINES = 5
 
+
 class StationError(KeyloadError):
     """The station could not do what was asked; the message says what to do about it."""
 
@@ -60,7 +64,8 @@ class ReaderSlot:
 
     ``state`` is ``connected`` (vpcd has the card), ``waiting`` (a card is in but vpcd has not
     taken it) or ``removed`` (no card); ``role`` is ``EMPTY`` for a reader without a card;
-    ``apdus`` counts the APDUs the reader received since the station started.
+    ``apdus`` counts the APDUs the reader received since the station started; ``timing`` names
+    the reader's timing profile ("" when it answers as fast as jCardSim computes).
     """
 
     name: str
@@ -68,6 +73,7 @@ class ReaderSlot:
     role: str
     state: str
     apdus: int
+    timing: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,12 +123,16 @@ def up(
     control_port: int = 35990,
     base_port: int | None = None,
     timeout: float = 60.0,
+    timing: str | None = None,
 ) -> StationStatus:
     """Start the station with one reader per role and return its status once usable.
 
     A role may name the protocol of the reader's cards, ``"EI:T0"``: they then answer as T=0 cards
     do (ATR offering T=0 only, 61xx and GET RESPONSE, 6Cxx), also the cards inserted later; the
-    default is T=1.
+    default is T=1. It may also name a timing profile (``timing.load``: a shipped name or a TOML
+    path), ``"EI@jcop4"`` or ``"AS:T0@jcop3"``: the reader then answers each APDU no sooner than
+    that model of a real card says; ``timing`` is the profile of the readers that name none
+    (default: none, as fast as jCardSim computes).
 
     Builds the station (``ant station-classpath``), starts pcscd with the station's readers if
     no pcscd runs, starts the station and waits until every card is visible through PC/SC, all
@@ -135,7 +145,7 @@ def up(
     ago would otherwise keep the next one from listening. With a pcscd already running, the
     default is 35963.
     """
-    wanted = _checked_roles(roles)
+    wanted = _checked_roles(roles, timing)
     deadline = time.monotonic() + timeout
     previous = _load_run()
     if previous is not None:
@@ -209,7 +219,9 @@ def status() -> StationStatus:
     slots = []
     for line in lines:
         port, role, state, apdus = line.split()
-        slots.append(ReaderSlot(run.reader_of(int(port)), int(port), role, state, int(apdus)))
+        reader = run.reader_of(int(port))
+        profile = run.roles[run.readers.index(reader)].partition(TIMING_SEPARATOR)[2]
+        slots.append(ReaderSlot(reader, int(port), role, state, int(apdus), profile))
     return StationStatus(running=True, readers=slots, pcscd_started_by_us=run.pcscd_started_by_us)
 
 
@@ -599,8 +611,17 @@ def _start_station(
     java = _tool("java", "a Java 17 runtime (Debian package openjdk-17-jdk-headless)")
     command = [java, "-cp", classpath, STATION_MAIN_CLASS, "--vpcd-host", CONTROL_HOST]
     command += ["--control-port", str(control_port)]
-    for index, role in enumerate(roles):
-        command += ["--reader", f"{base_port + index}={role}"]
+    profiles: dict[str, timing_profiles.CardTiming] = {}
+    for index, spec in enumerate(roles):
+        card, _, profile = spec.partition(TIMING_SEPARATOR)
+        reader = f"{base_port + index}={card}"
+        if profile:
+            model = timing_profiles.load(profile)
+            profiles.setdefault(model.name, model)
+            reader += f"{TIMING_SEPARATOR}{model.name}"
+        command += ["--reader", reader]
+    for model in profiles.values():
+        command += ["--timing", model.station_argument()]
     with (_state_dir() / "station.log").open("wb") as log:
         return subprocess.Popen(
             command,
@@ -743,23 +764,30 @@ def _log_tail(log_name: str) -> str:
 
 
 def _card_role(spec: str) -> str:
-    """The role of a reader spec ``ROLE`` or ``ROLE:PROTOCOL``."""
-    return spec.partition(PROTOCOL_SEPARATOR)[0]
+    """The role of a reader spec ``ROLE[:PROTOCOL][@TIMING]``."""
+    return spec.partition(TIMING_SEPARATOR)[0].partition(PROTOCOL_SEPARATOR)[0]
 
 
-def _checked_roles(roles: Sequence[str]) -> list[str]:
-    wanted = [role.upper() for role in roles]
-    unknown = [
-        spec
-        for spec in wanted
-        if _card_role(spec) not in ROLES
-        or spec.partition(PROTOCOL_SEPARATOR)[2] not in ("", *PROTOCOLS)
-    ]
-    if unknown or not wanted:
-        raise StationError(
-            f"station roles must be among {', '.join(ROLES)}, optionally with "
-            f"{PROTOCOL_SEPARATOR}{' or :'.join(PROTOCOLS)} (at least one), got {list(roles)}"
-        )
+def _checked_roles(roles: Sequence[str], default_timing: str | None = None) -> list[str]:
+    """The reader specs in the station's form: role and protocol upper case, every timing
+    profile found (and named by path where it is not a shipped one)."""
+    wanted = []
+    for spec in roles:
+        card, _, profile = spec.partition(TIMING_SEPARATOR)
+        card = card.upper()
+        role, _, protocol = card.partition(PROTOCOL_SEPARATOR)
+        if role not in ROLES or protocol not in ("", *PROTOCOLS):
+            raise StationError(
+                f"station roles must be among {', '.join(ROLES)}, optionally with "
+                f"{PROTOCOL_SEPARATOR}{' or :'.join(PROTOCOLS)} and {TIMING_SEPARATOR}PROFILE, "
+                f"got {list(roles)}"
+            )
+        profile = profile or default_timing or ""
+        if profile:
+            timing_profiles.load(profile)  # found and readable, or a TimingError now
+        wanted.append(f"{card}{TIMING_SEPARATOR}{profile}" if profile else card)
+    if not wanted:
+        raise StationError(f"the station needs at least one reader, got {list(roles)}")
     return wanted
 
 
