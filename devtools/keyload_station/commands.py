@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
+from keyload_host.errors import KeyloadError
 from keyload_host.tables import format_table
 
 from . import timing
@@ -21,7 +22,7 @@ def _station() -> Iterator[Any]:
 
     try:
         yield station
-    except (station.StationError, station.timing_profiles.TimingError) as error:
+    except (station.StationError, KeyloadError) as error:
         raise click.ClickException(str(error)) from None
 
 

@@ -323,7 +323,7 @@ def _personalize_step(
     command += "".join(f" --load {load}" for load in loads)
     plans = [split_loads(as_keys, ei, loads) for ei in eis]
     findings.problems += [
-        Problem(text, FIX_EXPORT_LIMIT) for text in check_export_budget(as_keys, plans)
+        Problem(text, FIX_EXPORT_LIMIT) for text in check_export_budget([as_keys], plans)
     ]
     if not any(plan.to_load for plan in plans):
         findings.notes.append(

@@ -1,9 +1,12 @@
-"""The personalization workflow: check everything first, then load keys AS -> EI card by card, three
-APDUs per key, in a batch or serving cards as they arrive (watch mode). No user interface, no
-PC/SC: cards come through their transports and EI cards through callables."""
+"""The personalization workflow: check everything first, then load keys AS -> EI, three APDUs per
+key, every EI card in a thread of its own while the AS cards (a pool of one or more) serve one
+command at a time each; in a batch or serving cards as they arrive (watch mode). No user
+interface, no PC/SC: cards come through their transports and EI cards through callables."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -30,13 +33,25 @@ from .protocol import (
     LifeCycle,
     ProtocolError,
     block_sas,
+    ins_name,
 )
 from .secret_sources import Secret
-from .transport import TransportError
+from .transport import Transport, TransportError
 
 WAIT_TIMEOUT = 0.25
 """Seconds watch mode waits for a reader to change before it asks whether to stop (and Python
 sees a Ctrl-C): a card is noticed as soon as PC/SC sees it, whatever this is."""
+
+BUSY_LOOK_INTERVAL = 0.02
+"""Seconds between two looks at the readers while cards are being served: a card inserted into an
+idle reader meanwhile is served within this, and a card finished wakes the look at once."""
+
+APDU_TIMEOUT = 30.0
+"""Seconds one command may take before its reader counts as stalled: that card is reported failed
+(an AS: it leaves the pool) and the other readers go on. Real cards answer in well under a
+second; a reader that hangs does not answer at all."""
+
+STOPPED_BY_OPERATOR = "stopped by the operator"
 
 
 class Outcome(StrEnum):
@@ -105,7 +120,7 @@ class CardPlan:
 
 @dataclass
 class AsSession:
-    """The AS once selected and PIN-verified, with its keys; export counts are kept up to date
+    """An AS once selected and PIN-verified, with its keys; export counts are kept up to date
     locally so that the export budget stays right across cards without reading the AS again."""
 
     card: AsCard
@@ -115,6 +130,86 @@ class AsSession:
     def count_export(self, ref1: int) -> None:
         entry = self.keys[ref1]
         self.keys[ref1] = replace(entry, count=entry.count + 1)
+
+    def exports_left(self, ref1: int) -> int | None:
+        """How often key ``ref1`` may still be exported by this AS (None: unlimited)."""
+        return self.keys[ref1].exports_left
+
+
+class AsPool:
+    """The AS cards of a session, shared by the EI threads: each AS runs one command at a time,
+    an export goes to an idle AS that may still export the key, and an AS that stops answering
+    leaves the pool while the others go on (the run ends when none is left)."""
+
+    def __init__(self, sessions: Sequence[AsSession], audit: AuditSink) -> None:
+        self.sessions = list(sessions)
+        self._idle = list(sessions)
+        self._lost: dict[str, str] = {}
+        self._audit = audit
+        self._changed = threading.Condition()
+
+    @property
+    def first(self) -> AsSession:
+        """The AS whose INFO and keys stand for the pool (all hold the same set)."""
+        return self.sessions[0]
+
+    def readers(self) -> list[str]:
+        return [session.card.reader for session in self.sessions]
+
+    def export(self, ref1: int, ref2: int, challenge: bytes, serial: bytes) -> bytes:
+        """EXPORT KEY on an idle AS that may still export ``ref1``; an AS that fails on the way
+        (gone, PIN no longer verified) leaves the pool and the next one is asked with the same
+        challenge, which the EI has not spent yet. CardError: the AS refused this key."""
+        while True:
+            session = self._take(ref1)
+            try:
+                block = session.card.export_key(ref1, ref2, challenge, serial)
+            except CardError as error:
+                if error.sw != SW.SECURITY_STATUS_NOT_SATISFIED:
+                    self._give_back(session)
+                    raise
+                self.lose(session, f"the AS no longer has the PIN verified ({error})")
+                continue
+            except (ProtocolError, TransportError) as error:
+                self.lose(session, str(error))
+                continue
+            session.count_export(ref1)
+            self._give_back(session)
+            return block
+
+    def lose(self, session: AsSession, message: str) -> None:
+        """Take an AS out of the pool for good (recorded in the audit log)."""
+        with self._changed:
+            if session.card.reader in self._lost:
+                return
+            self._lost[session.card.reader] = message
+            if session in self._idle:
+                self._idle.remove(session)
+            self._changed.notify_all()
+        self._audit.record(EVENT_CARD_FAILED, reader=session.card.reader, message=message)
+
+    def _alive(self) -> list[AsSession]:
+        return [s for s in self.sessions if s.card.reader not in self._lost]
+
+    def _take(self, ref1: int) -> AsSession:
+        with self._changed:
+            while True:
+                alive = self._alive()
+                if not alive:
+                    raise AsUnavailableError("; ".join(self._lost.values()))
+                # An AS that may still export the key; when none may, any AS answers the refusal.
+                able = [s for s in alive if s.exports_left(ref1) != 0] or alive
+                for session in self._idle:
+                    if session in able:
+                        self._idle.remove(session)
+                        return session
+                self._changed.wait()
+
+    def _give_back(self, session: AsSession) -> None:
+        with self._changed:
+            if session.card.reader not in self._lost:
+                self._idle.append(session)
+            self._changed.notify_all()
 
 
 def _refs(refs: Iterable[int]) -> str:
@@ -240,78 +335,183 @@ def split_loads(as_keys: Mapping[int, KeyEntry], ei: EiState, loads: Sequence[Lo
     return CardPlan(ei, tuple(load for load in loads if load not in done), done)
 
 
-def check_export_budget(as_keys: Mapping[int, KeyEntry], plans: Sequence[CardPlan]) -> list[str]:
-    """Problems where the AS export limits do not allow the whole batch."""
+def check_export_budget(
+    pool_keys: Sequence[Mapping[int, KeyEntry]], plans: Sequence[CardPlan]
+) -> list[str]:
+    """Problems where the export limits of the AS cards (one or a pool, each with its own
+    counts: ``pool_keys``) do not allow the whole batch."""
     needed = Counter(load.ref1 for plan in plans for load in plan.to_load)
     problems = []
     for ref1, count in sorted(needed.items()):
-        key = as_keys[ref1]
-        if key.exports_left is not None and count > key.exports_left:
-            problems.append(
-                f"AS key {ref1:02X} may be exported {key.exports_left} more time(s) "
-                f"(limit {key.limit}, done {key.count}), this batch needs {count}"
-            )
+        entries = [keys[ref1] for keys in pool_keys]
+        if any(entry.exports_left is None for entry in entries):
+            continue
+        left = sum(entry.exports_left or 0 for entry in entries)
+        if count <= left:
+            continue
+        if len(entries) == 1:
+            limits, done = f"limit {entries[0].limit}", f"done {entries[0].count}"
+        else:
+            limits = "limits " + "+".join(str(entry.limit) for entry in entries)
+            done = "done " + "+".join(str(entry.count) for entry in entries)
+        by = "" if len(entries) == 1 else f" by the {len(entries)} AS cards"
+        problems.append(
+            f"AS key {ref1:02X} may be exported {left} more time(s){by} "
+            f"({limits}, {done}), this batch needs {count}"
+        )
     return problems
 
 
-def plan(
-    as_reader: str,
-    as_info: Info,
-    as_keys: Mapping[int, KeyEntry],
-    eis: Sequence[EiState],
-    loads: Sequence[Load],
-) -> list[CardPlan]:
+@dataclass(frozen=True)
+class AsState:
+    """An AS as read before loading: its reader, INFO and keys by reference."""
+
+    reader: str
+    info: Info
+    keys: Mapping[int, KeyEntry]
+
+
+def check_as_pool(pool: Sequence[AsState], loads: Sequence[Load]) -> list[str]:
+    """Problems of the AS cards of a session, one sentence each: each AS on its own, and, for a
+    pool of several, that they hold the same set (transport key, and each key to load)."""
+    problems = check_as(pool[0].reader, pool[0].info, pool[0].keys, loads)
+    first = pool[0]
+    for other in pool[1:]:
+        problems += check_as(other.reader, other.info, other.keys, [])
+        where = f"the AS in reader '{other.reader}'"
+        if (other.info.transport_kcv, other.info.transport_key_length) != (
+            first.info.transport_kcv,
+            first.info.transport_key_length,
+        ):
+            problems.append(f"{where} has another transport key than the AS in '{first.reader}'")
+        for ref1 in sorted({load.ref1 for load in loads}):
+            mine, theirs = other.keys.get(ref1), first.keys.get(ref1)
+            same = ("key_length", "usage", "version", "flags", "kcv")
+            if mine and theirs and any(getattr(mine, a) != getattr(theirs, a) for a in same):
+                problems.append(
+                    f"{where} holds another key {ref1:02X} than the AS in '{first.reader}' "
+                    "(length, usage, version, diversification or KCV differ)"
+                )
+            elif theirs and not mine:
+                problems.append(f"{where} holds no key {ref1:02X}")
+    return problems
+
+
+def plan(pool: Sequence[AsState], eis: Sequence[EiState], loads: Sequence[Load]) -> list[CardPlan]:
     """Check the whole batch before any card is changed; raise PreflightError listing every
     problem, or return what each EI needs."""
-    return plan_eis(as_info, as_keys, eis, loads, check_as(as_reader, as_info, as_keys, loads))
+    return plan_eis(pool, eis, loads, check_as_pool(pool, loads))
 
 
 def plan_eis(
-    as_info: Info,
-    as_keys: Mapping[int, KeyEntry],
+    pool: Sequence[AsState],
     eis: Sequence[EiState],
     loads: Sequence[Load],
     as_problems: Sequence[str] = (),
 ) -> list[CardPlan]:
-    """``plan`` for EI cards against an AS checked already (``as_problems``: what its check
-    found, listed first), as watch mode checks each card against its session's AS."""
+    """``plan`` for EI cards against AS cards checked already (``as_problems``: what their check
+    found, listed first), as watch mode checks each card against its session's AS cards."""
+    first = pool[0]
     problems = list(as_problems)
     for ei in eis:
-        problems += check_ei(as_info, as_keys, ei, loads)
+        problems += check_ei(first.info, first.keys, ei, loads)
     if problems:
         raise PreflightError(problems)
-    plans = [split_loads(as_keys, ei, loads) for ei in eis]
-    problems = check_export_budget(as_keys, plans)
+    plans = [split_loads(first.keys, ei, loads) for ei in eis]
+    problems = check_export_budget([state.keys for state in pool], plans)
     if problems:
         raise PreflightError(problems)
     return plans
 
 
-def open_session(card: AsCard, info: Info, keys: Mapping[int, KeyEntry], pin: Secret) -> AsSession:
+def open_session(card: AsCard, state: AsState, pin: Secret) -> AsSession:
     """VERIFY the operator PIN on an AS that ``read_as`` has just selected (the PIN stays
     verified until the applet is deselected), and keep its state for the run."""
     card.verify_pin(pin.reveal())
-    return AsSession(card, info, dict(keys))
+    return AsSession(card, state.info, dict(state.keys))
+
+
+class Stop:
+    """Why the cards still being served must stop after their current command: the operator
+    (Ctrl-C) or a lost AS. Shared by every EI thread of a run."""
+
+    def __init__(self) -> None:
+        self._reason = ""
+        self._lock = threading.Lock()
+
+    def set(self, reason: str) -> None:
+        with self._lock:
+            self._reason = self._reason or reason
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+
+class Watchdog:
+    """When each reader's command in flight began, so that a stalled reader (no answer within
+    ``APDU_TIMEOUT``) is noticed by the thread that looks after the others."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def watch(self, transport: Transport) -> Transport:
+        """``transport`` with each command timed under its reader's name."""
+        return _WatchedTransport(transport, self)
+
+    def begin(self, reader: str, what: str) -> None:
+        with self._lock:
+            self._since[reader] = (time.monotonic(), what)
+
+    def end(self, reader: str) -> None:
+        with self._lock:
+            self._since.pop(reader, None)
+
+    def stalled(self, limit: float) -> dict[str, str]:
+        """Per reader whose command has run longer than ``limit`` seconds: what it was."""
+        now = time.monotonic()
+        with self._lock:
+            return {r: what for r, (since, what) in self._since.items() if now - since > limit}
+
+
+class _WatchedTransport:
+    """A transport whose commands the watchdog times (a Transport itself)."""
+
+    def __init__(self, inner: Transport, watchdog: Watchdog) -> None:
+        self.inner = inner
+        self.reader = inner.reader
+        self.stats = inner.stats
+        self._watchdog = watchdog
+
+    def transmit(self, apdu: bytes) -> bytes:
+        self._watchdog.begin(self.reader, ins_name(apdu[1]) if len(apdu) > 1 else "APDU")
+        try:
+            return self.inner.transmit(apdu)
+        finally:
+            self._watchdog.end(self.reader)
 
 
 class _CardRun:
-    """Loading one EI: the three APDUs per key. Errors of the EI end only this card; errors of
-    the AS end the whole run (AsUnavailableError)."""
+    """Loading one EI: the three APDUs per key. Errors of the EI end only this card; losing every
+    AS ends the whole run (AsUnavailableError); a stop ends the card after its current key."""
 
     def __init__(
         self,
-        session: AsSession,
+        pool: AsPool,
         ei_card: EiCard,
         card_plan: CardPlan,
         audit: AuditSink,
         on_result: Callable[[LoadResult], None] | None,
+        stop: Stop,
     ) -> None:
-        self.session = session
+        self.pool = pool
         self.ei_card = ei_card
         self.ei = card_plan.ei
         self.plan = card_plan
         self.audit = audit
         self.on_result = on_result
+        self.stop = stop
         self.results: list[LoadResult] = []
         self.stop_reason = ""
 
@@ -333,7 +533,7 @@ class _CardRun:
             self.on_result(result)
 
     def fail(self, load: Load, reason: str, sw: int | None = None) -> None:
-        version = self.session.keys[load.ref1].version
+        version = self.pool.first.keys[load.ref1].version
         self.report(
             LoadResult(
                 self.ei.reader, self.ei.serial, load, Outcome.FAILED, version, reason=reason, sw=sw
@@ -355,8 +555,9 @@ class _CardRun:
                 )
             )
         for load in self.plan.to_load:
-            if self.stop_reason:
-                self.fail(load, f"not attempted: {self.stop_reason}")
+            reason = self.stop_reason or self.stop.reason
+            if reason:
+                self.fail(load, f"not attempted: {reason}")
             else:
                 self.load_one(load)
         return self.results
@@ -367,9 +568,15 @@ class _CardRun:
         except (CardError, ProtocolError, TransportError) as error:
             self.ei_failed(load, error)
             return
-        block = self.export(load, challenge)
-        if block is None:
+        try:
+            block = self.pool.export(load.ref1, load.ref2, challenge, self.ei.info.serial)
+        except CardError as error:  # this key refused (e.g. its export limit): only this key
+            self.fail(load, str(error), error.sw)
             return
+        except AsUnavailableError as error:
+            self.stop.set(f"no AS left ({error})")
+            error.results = list(self.results)
+            raise
         try:
             self.ei_card.import_key(block)
         except (CardError, ProtocolError, TransportError) as error:
@@ -379,26 +586,6 @@ class _CardRun:
         version = KeyBlockHeader.parse(block).version
         kcv = _kcv(block_sas(block)[:KCV_LENGTH])
         self.report(LoadResult(self.ei.reader, self.ei.serial, load, Outcome.LOADED, version, kcv))
-
-    def export(self, load: Load, challenge: bytes) -> bytes | None:
-        """EXPORT KEY; a refusal of this one key (e.g. its export limit) fails only this key."""
-        try:
-            block = self.session.card.export_key(
-                load.ref1, load.ref2, challenge, self.ei.info.serial
-            )
-        except CardError as error:
-            if error.sw == SW.SECURITY_STATUS_NOT_SATISFIED:
-                self.as_lost(f"the AS no longer has the PIN verified ({error})")
-            self.fail(load, str(error), error.sw)
-            return None
-        except (ProtocolError, TransportError) as error:
-            self.as_lost(str(error))
-        self.session.count_export(load.ref1)
-        return block
-
-    def as_lost(self, message: str) -> NoReturn:
-        self.audit.record(EVENT_CARD_FAILED, reader=self.session.card.reader, message=message)
-        raise AsUnavailableError(message, self.results)
 
     def ei_failed(self, load: Load, error: Exception) -> None:
         sw = error.sw if isinstance(error, CardError) else None
@@ -415,65 +602,73 @@ class _CardRun:
 
 
 def personalize_card(
-    session: AsSession,
+    pool: AsPool,
     ei_card: EiCard,
     card_plan: CardPlan,
     audit: AuditSink,
     on_result: Callable[[LoadResult], None] | None = None,
+    stop: Stop | None = None,
 ) -> list[LoadResult]:
     """Load one EI as planned; every key ends as loaded, skipped or failed(reason).
 
-    Raises AsUnavailableError (with the results so far) when the AS is lost. The card's audit
+    Raises AsUnavailableError (with the results so far) when no AS is left. The card's audit
     records reach the disk together when it is done (one ``fsync`` per card).
     """
     with audit.group():
-        return _CardRun(session, ei_card, card_plan, audit, on_result).run()
+        return _CardRun(pool, ei_card, card_plan, audit, on_result, stop or Stop()).run()
+
+
+@dataclass(frozen=True)
+class CardReport:
+    """What became of one EI card: its key results, or why it could not be served at all (then
+    ``problem`` is set and its keys are all failed with that reason)."""
+
+    reader: str
+    serial: str
+    results: tuple[LoadResult, ...]
+    problem: str = ""
 
 
 def _card_failed(
-    reader: str,
-    serial: str,
-    loads: Sequence[Load],
-    reason: str,
-    audit: AuditSink,
-    on_result: Callable[[LoadResult], None] | None,
-) -> list[LoadResult]:
-    """Every load of a card that could not be started, reported as failed."""
+    reader: str, serial: str, loads: Sequence[Load], reason: str, audit: AuditSink
+) -> CardReport:
+    """A card that could not be served: one problem for the card (one audit record, one
+    ``on_card`` report, no ``on_result`` per key), and its keys failed with that reason."""
     audit.record(EVENT_CARD_FAILED, reader=reader, ei_sn=serial or None, message=reason)
     results = [LoadResult(reader, serial, load, Outcome.FAILED, reason=reason) for load in loads]
-    if on_result:
-        for result in results:
-            on_result(result)
-    return results
+    return CardReport(reader, serial, tuple(results), reason)
 
 
 def serve_card(
-    session: AsSession,
+    pool: AsPool,
     ei_card: EiCard,
     loads: Sequence[Load],
     audit: AuditSink,
     on_result: Callable[[LoadResult], None] | None = None,
-) -> list[LoadResult]:
+    stop: Stop | None = None,
+) -> CardReport:
     """Read, check and load one EI that arrived on its own (watch mode).
 
     The checks are those of the batch preflight for an EI, against the AS state of this session
-    (the AS itself was checked when the session opened); a card that fails them is reported as
-    failed and gets no IMPORT KEY.
+    (the AS cards were checked when the session opened); a card that fails them is reported as
+    not served, one problem for the card, and gets no IMPORT KEY.
     """
     try:
         ei = read_ei(ei_card)
     except (CardError, ProtocolError, TransportError) as error:
-        return _card_failed(ei_card.reader, "", loads, str(error), audit, on_result)
+        return _card_failed(ei_card.reader, "", loads, str(error), audit)
+    states = [AsState(s.card.reader, s.info, s.keys) for s in pool.sessions]
     try:
-        (card_plan,) = plan_eis(session.info, session.keys, [ei], loads)
+        (card_plan,) = plan_eis(states, [ei], loads)
     except PreflightError as error:
-        reason = "; ".join(error.problems)
-        return _card_failed(ei.reader, ei.serial, loads, reason, audit, on_result)
-    return personalize_card(session, ei_card, card_plan, audit, on_result)
+        return _card_failed(ei.reader, ei.serial, loads, "; ".join(error.problems), audit)
+    results = personalize_card(pool, ei_card, card_plan, audit, on_result, stop)
+    return CardReport(ei.reader, ei.serial, tuple(results))
 
 
 EiOpener = Callable[[str], AbstractContextManager[EiCard]]
-"""Open the card in a reader for the time of a ``with`` block."""
+"""Open the card in a reader for the time of a ``with`` block. Readers are served at the same
+time, each from a thread of its own: an opener should give each reader its own PC/SC context."""
 
 
 class CardWatch(Protocol):
@@ -489,8 +684,113 @@ class CardWatch(Protocol):
         ...
 
 
+class _Service:
+    """The EI cards being served, one thread each, and what became of them in the order they
+    were started. A card whose reader stalls is reported failed at once and left to its thread;
+    a lost AS pool or a stop ends the others after their current key."""
+
+    def __init__(
+        self,
+        pool: AsPool,
+        audit: AuditSink,
+        on_result: Callable[[LoadResult], None] | None,
+        on_card: Callable[[CardReport], None] | None,
+        apdu_timeout: float,
+        watchdog: Watchdog,
+    ) -> None:
+        self.pool = pool
+        self.audit = audit
+        self.on_result = on_result
+        self.on_card = on_card
+        self.apdu_timeout = apdu_timeout
+        self.stop = Stop()
+        self.watchdog = watchdog
+        self.as_lost: AsUnavailableError | None = None
+        self._reports: list[CardReport | None] = []
+        self._threads: dict[str, threading.Thread] = {}
+        self._given_up: set[str] = set()
+        self._done = threading.Condition()
+
+    def busy(self) -> bool:
+        with self._done:
+            return any(reader not in self._given_up for reader in self._threads)
+
+    def busy_readers(self) -> set[str]:
+        with self._done:
+            return set(self._threads)
+
+    def start(self, reader: str, work: Callable[[Stop], CardReport]) -> None:
+        """Serve one card in its own thread; ``work`` does it and returns its report."""
+        with self._done:
+            index = len(self._reports)
+            self._reports.append(None)
+        thread = threading.Thread(
+            target=self._serve, args=(reader, index, work), name=f"ei {reader}", daemon=True
+        )
+        with self._done:
+            self._threads[reader] = thread
+        thread.start()
+
+    def _serve(self, reader: str, index: int, work: Callable[[Stop], CardReport]) -> None:
+        try:
+            report = work(self.stop)
+        except AsUnavailableError as error:
+            report = CardReport(reader, "", tuple(error.results), str(error))
+            with self._done:
+                self.as_lost = self.as_lost or error
+        except TransportError as error:
+            report = CardReport(reader, "", (), str(error))
+        with self._done:
+            given_up = reader in self._given_up
+            if not given_up:
+                self._reports[index] = report
+            if self._threads.get(reader) is threading.current_thread():
+                del self._threads[reader]
+                self._given_up.discard(reader)
+            self._done.notify_all()
+        if self.on_card and not given_up:
+            self.on_card(report)
+
+    def wait(self, timeout: float) -> None:
+        """Until a card is done or ``timeout`` seconds; gives up on stalled readers meanwhile."""
+        with self._done:
+            self._done.wait(timeout)
+        self._check_stalls()
+
+    def join(self) -> None:
+        """Until every card is done, giving up on readers that stall."""
+        while self.busy():
+            self.wait(BUSY_LOOK_INTERVAL * 10)
+
+    def _check_stalls(self) -> None:
+        for reader, what in self.watchdog.stalled(self.apdu_timeout).items():
+            message = (
+                f"reader '{reader}' stalled: no answer to {what} within {self.apdu_timeout:g} s"
+            )
+            session = next((s for s in self.pool.sessions if s.card.reader == reader), None)
+            if session is not None:
+                self.pool.lose(session, message)
+                self.watchdog.end(reader)
+                continue
+            with self._done:
+                if reader not in self._threads or reader in self._given_up:
+                    continue
+                self._given_up.add(reader)
+                report = CardReport(reader, "", (), message)
+                self._reports.append(report)
+                self._done.notify_all()
+            self.audit.record(EVENT_CARD_FAILED, reader=reader, message=message)
+            if self.on_card:
+                self.on_card(report)
+
+    def results(self) -> list[LoadResult]:
+        """Every key result, card after card in the order the cards were started."""
+        with self._done:
+            return [r for report in self._reports if report for r in report.results]
+
+
 def watch(
-    session: AsSession,
+    pool: AsPool,
     loads: Sequence[Load],
     audit: AuditSink,
     open_ei: EiOpener,
@@ -498,30 +798,63 @@ def watch(
     should_stop: Callable[[], bool],
     *,
     wait_timeout: float = WAIT_TIMEOUT,
+    apdu_timeout: float = APDU_TIMEOUT,
+    watchdog: Watchdog | None = None,
     on_result: Callable[[LoadResult], None] | None = None,
+    on_card: Callable[[CardReport], None] | None = None,
 ) -> list[LoadResult]:
-    """Serve EI cards as they are inserted until ``should_stop()`` is true.
+    """Serve EI cards as they are inserted, every reader at once, until ``should_stop()`` is
+    true (asked whenever no card is being served) or Ctrl-C (KeyboardInterrupt: the cards being
+    served stop after their current key, are reported, and the interrupt goes on up).
 
     Each card is served once: a card left in its reader is loaded once, a card put back in (or
     swapped in, however fast) is a new card to the reader, checked again and skipped if done.
     """
-    results: list[LoadResult] = []
+    service = _Service(pool, audit, on_result, on_card, apdu_timeout, watchdog or Watchdog())
     served: dict[str, int] = {}
-    while not should_stop():
-        for reader, card in readers.cards().items():
-            if card is None or served.get(reader) == card:
-                continue
-            served[reader] = card
-            try:
-                with open_ei(reader) as ei_card:
-                    results += serve_card(session, ei_card, loads, audit, on_result)
-            except TransportError as error:
-                results += _card_failed(reader, "", loads, str(error), audit, on_result)
-            except AsUnavailableError as error:
-                error.results = results + error.results
-                raise
-        readers.wait(wait_timeout)
-    return results
+    try:
+        while True:
+            if not service.busy() and should_stop():
+                break
+            busy = service.busy_readers()
+            started = False
+            for reader, card in readers.cards().items():
+                if card is None or served.get(reader) == card or reader in busy:
+                    continue
+                served[reader] = card
+                service.start(reader, _watch_work(service, open_ei, reader, loads))
+                started = True
+            if service.as_lost:
+                service.join()
+                raise service.as_lost
+            if service.busy():
+                service.wait(BUSY_LOOK_INTERVAL)
+            elif not started:  # nothing to serve: sleep until a reader changes
+                readers.wait(wait_timeout)
+    except KeyboardInterrupt:
+        service.stop.set(STOPPED_BY_OPERATOR)
+        service.join()
+        raise
+    except AsUnavailableError as error:
+        error.results = service.results()
+        raise
+    return service.results()
+
+
+def _watch_work(
+    service: _Service, open_ei: EiOpener, reader: str, loads: Sequence[Load]
+) -> Callable[[Stop], CardReport]:
+    def work(stop: Stop) -> CardReport:
+        try:
+            with open_ei(reader) as ei_card:
+                watched = EiCard(service.watchdog.watch(ei_card.transport))
+                return serve_card(
+                    service.pool, watched, loads, service.audit, service.on_result, stop
+                )
+        except TransportError as error:
+            return _card_failed(reader, "", loads, str(error), service.audit)
+
+    return work
 
 
 def failed(results: Iterable[LoadResult]) -> bool:
@@ -535,48 +868,87 @@ def _refuse(audit: AuditSink, reader: str, error: PreflightError) -> NoReturn:
     raise error
 
 
+def _as_cards(as_card: AsCard | Sequence[AsCard]) -> list[AsCard]:
+    return [as_card] if isinstance(as_card, AsCard) else list(as_card)
+
+
+def _open_pool(
+    cards: Sequence[AsCard],
+    states: Sequence[AsState],
+    read_pin: Callable[[], Secret],
+    audit: AuditSink,
+    watchdog: Watchdog | None = None,
+) -> AsPool:
+    """VERIFY the PIN on every AS of the pool (the AS cards of one pool share their PIN)."""
+    with read_pin() as pin:
+        sessions = [
+            open_session(card, state, pin) for card, state in zip(cards, states, strict=True)
+        ]
+    if watchdog:
+        for session in sessions:
+            session.card = AsCard(watchdog.watch(session.card.transport))
+    return AsPool(sessions, audit)
+
+
 def run_batch(
-    as_card: AsCard,
+    as_card: AsCard | Sequence[AsCard],
     ei_cards: Sequence[EiCard],
     loads: Sequence[Load],
     audit: AuditSink,
     read_pin: Callable[[], Secret],
     *,
+    apdu_timeout: float = APDU_TIMEOUT,
     on_plan: Callable[[Sequence[CardPlan]], None] | None = None,
     on_result: Callable[[LoadResult], None] | None = None,
+    on_card: Callable[[CardReport], None] | None = None,
 ) -> list[LoadResult]:
     """Personalize the EI cards present now: read and check every card, then ask for the PIN
     (so that nobody types it for a batch that cannot run, nor for one with nothing to load),
-    show the plan (``on_plan``), then load card by card.
+    show the plan (``on_plan``), then load every card at once, each in a thread of its own
+    (an opener-free batch: give each EI card its own PC/SC context).
 
-    A failing EI does not stop the others; losing the AS raises AsUnavailableError carrying the
-    results so far.
+    A failing EI does not stop the others; losing every AS raises AsUnavailableError carrying
+    the results so far; Ctrl-C stops every card after its current key.
     """
-    as_info, as_keys = read_as(as_card)
+    cards = _as_cards(as_card)
+    states = [AsState(card.reader, *read_as(card)) for card in cards]
     eis = [read_ei(card) for card in ei_cards]
     try:
-        plans = plan(as_card.reader, as_info, as_keys, eis, loads)
+        plans = plan(states, eis, loads)
     except PreflightError as error:
-        _refuse(audit, as_card.reader, error)
+        _refuse(audit, cards[0].reader, error)
+    service_watchdog = Watchdog()
     if any(card_plan.to_load for card_plan in plans):
-        with read_pin() as pin:
-            session = open_session(as_card, as_info, as_keys, pin)
+        pool = _open_pool(cards, states, read_pin, audit, service_watchdog)
     else:  # everything is loaded already: no export, so no PIN to ask
-        session = AsSession(as_card, as_info, dict(as_keys))
+        pool = AsPool(
+            [AsSession(c, s.info, dict(s.keys)) for c, s in zip(cards, states, strict=True)], audit
+        )
     if on_plan:
         on_plan(plans)
-    results: list[LoadResult] = []
+    service = _Service(pool, audit, on_result, on_card, apdu_timeout, service_watchdog)
     for ei_card, card_plan in zip(ei_cards, plans, strict=True):
-        try:
-            results += personalize_card(session, ei_card, card_plan, audit, on_result)
-        except AsUnavailableError as error:
-            error.results = results + error.results
-            raise
-    return results
+        watched = EiCard(service_watchdog.watch(ei_card.transport))
+
+        def work(stop: Stop, card: EiCard = watched, card_plan: CardPlan = card_plan) -> CardReport:
+            results = personalize_card(pool, card, card_plan, audit, on_result, stop)
+            return CardReport(card.reader, card_plan.ei.serial, tuple(results))
+
+        service.start(ei_card.reader, work)
+    try:
+        service.join()
+    except KeyboardInterrupt:
+        service.stop.set(STOPPED_BY_OPERATOR)
+        service.join()
+        raise
+    if service.as_lost:
+        service.as_lost.results = service.results()
+        raise service.as_lost
+    return service.results()
 
 
 def run_watch(
-    as_card: AsCard,
+    as_card: AsCard | Sequence[AsCard],
     loads: Sequence[Load],
     audit: AuditSink,
     read_pin: Callable[[], Secret],
@@ -585,22 +957,28 @@ def run_watch(
     should_stop: Callable[[], bool],
     *,
     wait_timeout: float = WAIT_TIMEOUT,
+    apdu_timeout: float = APDU_TIMEOUT,
     on_result: Callable[[LoadResult], None] | None = None,
+    on_card: Callable[[CardReport], None] | None = None,
 ) -> list[LoadResult]:
-    """Check the AS, ask for the PIN, then serve EI cards as they come (see ``watch``)."""
-    as_info, as_keys = read_as(as_card)
-    problems = check_as(as_card.reader, as_info, as_keys, loads)
+    """Check the AS cards, ask for the PIN, then serve EI cards as they come (see ``watch``)."""
+    cards = _as_cards(as_card)
+    states = [AsState(card.reader, *read_as(card)) for card in cards]
+    problems = check_as_pool(states, loads)
     if problems:
-        _refuse(audit, as_card.reader, PreflightError(problems))
-    with read_pin() as pin:
-        session = open_session(as_card, as_info, as_keys, pin)
+        _refuse(audit, cards[0].reader, PreflightError(problems))
+    watchdog = Watchdog()
+    pool = _open_pool(cards, states, read_pin, audit, watchdog)
     return watch(
-        session,
+        pool,
         loads,
         audit,
         open_ei,
         readers,
         should_stop,
         wait_timeout=wait_timeout,
+        apdu_timeout=apdu_timeout,
+        watchdog=watchdog,
         on_result=on_result,
+        on_card=on_card,
     )

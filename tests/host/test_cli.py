@@ -350,6 +350,9 @@ class FakeStation(types.ModuleType):
     class StationError(Exception):
         pass
 
+    PROTOCOL_SEPARATOR = ":"
+    TIMING_SEPARATOR = "@"
+
     def __init__(self) -> None:
         super().__init__("keyload_station.supervisor")
         self.calls: list[tuple] = []
@@ -357,12 +360,17 @@ class FakeStation(types.ModuleType):
 
     def _status(self):
         slot = types.SimpleNamespace(
-            name="keyload station 0 00 00", port=35963, role="AS", state="connected", apdus=4
+            name="keyload station 0 00 00",
+            port=35963,
+            role="AS",
+            state="connected",
+            apdus=4,
+            timing="",
         )
         return types.SimpleNamespace(running=True, readers=[slot], pcscd_started_by_us=True)
 
-    def up(self, roles, *, control_port, base_port, timeout):
-        self.calls.append(("up", list(roles), control_port, base_port, timeout))
+    def up(self, roles, *, control_port, base_port, timeout, timing=None):
+        self.calls.append(("up", list(roles), control_port, base_port, timeout, timing))
         return self._status()
 
     def status(self):
@@ -405,12 +413,19 @@ def test_sim_commands_call_the_station(fake_station: FakeStation) -> None:
     run("sim", "reinsert", "R")
     run("sim", "down")
     assert fake_station.calls == [
-        ("up", ["AS", "EI", "EI"], 35990, None, 60.0),
+        ("up", ["AS", "EI", "EI"], 35990, None, 60.0, None),
         ("insert", "R", "EI"),
         ("swap", "R", None),
         ("pull", "R", 3, "after"),
         ("reinsert", "R"),
         ("down",),
+    ]
+
+
+def test_sim_up_gives_each_role_its_timing_profile(fake_station: FakeStation) -> None:
+    run("sim", "up", "--as", "1", "--ei", "2", "--t0", "--ei-timing", "jcop3", "--timing", "jcop4")
+    assert fake_station.calls == [
+        ("up", ["AS:T0", "EI:T0@jcop3", "EI:T0@jcop3"], 35990, None, 60.0, "jcop4")
     ]
 
 

@@ -5,6 +5,7 @@ and a summary; exit code 1 when any key failed."""
 from __future__ import annotations
 
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -19,7 +20,7 @@ from ..config import Load, check_loads, load_job
 from ..secret_sources import Secret, SecretKind, SecretSource, load_secret
 from ..tables import format_table
 from ..transport import Pcsc, PcscTransport
-from . import options
+from . import options, progress
 from .options import READER_HELP, parse_loads
 
 PIN_LABEL = "AS operator PIN"
@@ -63,80 +64,134 @@ def _result_line(result: workflow.LoadResult) -> None:
     click.echo(line + (f" ({result.reason})" if result.reason else ""))
 
 
+class _Contexts:
+    """One PC/SC context per reader: the readers are served at the same time, each from a thread
+    of its own, and pcsc-lite runs one call at a time per context."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self._stack = stack
+        self._contexts: dict[str, Pcsc] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, reader: str) -> Pcsc:
+        with self._lock:
+            if reader not in self._contexts:
+                self._contexts[reader] = self._stack.enter_context(options.pcsc())
+            return self._contexts[reader]
+
+
 def _connect_ei(pcsc: Pcsc, reader: str) -> PcscTransport:
     """An EI connection for loading: closed without a reset (see ``PcscTransport``)."""
     return pcsc.connect(reader, reset=False)
 
 
-def _ei_opener(pcsc: Pcsc) -> workflow.EiOpener:
+def _ei_opener(contexts: _Contexts) -> workflow.EiOpener:
     @contextmanager
     def open_ei(reader: str) -> Iterator[EiCard]:
-        with _connect_ei(pcsc, reader) as transport:
+        with _connect_ei(contexts(reader), reader) as transport:
             yield EiCard(transport)
 
     return open_ei
 
 
-def _resolve_readers(pcsc: Pcsc, as_reader: str, ei_readers: Sequence[str]) -> list[str]:
-    names = [pcsc.find_reader(pattern) for pattern in ei_readers]
-    as_name = pcsc.find_reader(as_reader)
+def _resolve_readers(
+    pcsc: Pcsc, as_readers: Sequence[str], ei_readers: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    as_names = [pcsc.find_reader(pattern) for pattern in as_readers]
+    ei_names = [pcsc.find_reader(pattern) for pattern in ei_readers]
+    names = as_names + ei_names
     for name in names:
-        if name == as_name or names.count(name) > 1:
+        if names.count(name) > 1:
             raise click.UsageError(f"reader '{name}' is given twice (AS and EI readers differ)")
-    return names
+    return as_names, ei_names
 
 
 def _run(
     pcsc: Pcsc,
-    as_card: AsCard,
+    contexts: _Contexts,
+    as_cards: Sequence[AsCard],
     ei_names: Sequence[str],
     loads: Sequence[Load],
     audit: AuditSink,
     read_pin: Callable[[], Secret],
     watch: bool,
+    apdu_timeout: float,
     collected: list[workflow.LoadResult],
 ) -> None:
+    def collect(report: workflow.CardReport) -> None:
+        collected.extend(report.results)
+
     if watch:
         click.echo(
             f"Watching {len(ei_names)} EI reader(s): insert cards; Ctrl-C ends the session.",
             err=True,
         )
+        display = progress.Progress(ei_names)
+
+        def on_card(report: workflow.CardReport) -> None:
+            collect(report)
+            if report.problem:  # one line for a card that could not be served, not one per key
+                click.echo(progress.card_line(report))
+            display.on_card(report)
 
         def on_result(result: workflow.LoadResult) -> None:
-            collected.append(result)
             _result_line(result)
+            display.on_result(result)
 
-        workflow.run_watch(
-            as_card,
+        try:
+            workflow.run_watch(
+                as_cards,
+                loads,
+                audit,
+                read_pin,
+                _ei_opener(contexts),
+                pcsc.watch(ei_names),
+                lambda: False,
+                apdu_timeout=apdu_timeout,
+                on_result=on_result,
+                on_card=on_card,
+            )
+        finally:
+            display.finish()
+        return
+    with ExitStack() as stack:
+        ei_cards = [
+            EiCard(stack.enter_context(_connect_ei(contexts(name), name))) for name in ei_names
+        ]
+        displays: list[progress.Progress] = []
+
+        def on_plan(plans: Sequence[workflow.CardPlan]) -> None:
+            displays.append(progress.Progress(ei_names, cards_expected=len(plans)))
+            stack.callback(displays[0].finish)
+
+        def on_result(result: workflow.LoadResult) -> None:
+            displays[0].on_result(result)
+
+        def on_card(report: workflow.CardReport) -> None:
+            collect(report)
+            displays[0].on_card(report)
+
+        workflow.run_batch(
+            as_cards,
+            ei_cards,
             loads,
             audit,
             read_pin,
-            _ei_opener(pcsc),
-            pcsc.watch(ei_names),
-            lambda: False,
+            apdu_timeout=apdu_timeout,
+            on_plan=on_plan,
             on_result=on_result,
-        )
-        return
-    with ExitStack() as stack:
-        ei_cards = [EiCard(stack.enter_context(_connect_ei(pcsc, name))) for name in ei_names]
-        bars = []
-
-        def on_plan(plans: Sequence[workflow.CardPlan]) -> None:
-            total = sum(len(plan.to_load) + len(plan.to_skip) for plan in plans)
-            bar = click.progressbar(length=total, label="Loading keys", file=sys.stderr)
-            bars.append(stack.enter_context(bar))
-
-        def on_result(result: workflow.LoadResult) -> None:
-            collected.append(result)
-            bars[0].update(1)
-
-        workflow.run_batch(
-            as_card, ei_cards, loads, audit, read_pin, on_plan=on_plan, on_result=on_result
+            on_card=on_card,
         )
 
 
 @click.command()
-@click.option("--as-reader", help="Reader holding the AS (master card). " + READER_HELP)
+@click.option(
+    "--as-reader",
+    "as_readers",
+    multiple=True,
+    help="Reader holding the AS (master card); repeat for a pool of AS cards holding the same "
+    "keys and PIN, which then export at the same time. " + READER_HELP,
+)
 @click.option(
     "--ei-reader",
     "ei_readers",
@@ -167,6 +222,14 @@ def _run(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Append one JSON line per event to this file (KCVs, serials, references; no secrets).",
 )
+@click.option(
+    "--apdu-timeout",
+    type=click.FloatRange(min=0.1),
+    default=workflow.APDU_TIMEOUT,
+    show_default=True,
+    help="Seconds a reader may take to answer one command; after that its card is reported "
+    "failed (an AS leaves the pool) and the other readers go on.",
+)
 @click.option("--pin-env", metavar="VAR", help="Read the AS operator PIN from this variable.")
 @click.option(
     "--pin-file",
@@ -174,12 +237,13 @@ def _run(
     help="Read the AS operator PIN from this file (must be chmod 600).",
 )
 def personalize(
-    as_reader: str | None,
+    as_readers: tuple[str, ...],
     ei_readers: tuple[str, ...],
     loads: list[Load],
     job: Path | None,
     watch: bool,
     audit_path: Path | None,
+    apdu_timeout: float,
     pin_env: str | None,
     pin_file: Path | None,
 ) -> None:
@@ -187,8 +251,9 @@ def personalize(
 
     First every card is read and checked (same transport key set, OPERATIONAL, slots exist and
     match, export limits allow the batch); nothing is written if anything is wrong. Then the AS
-    PIN is asked once (hidden) unless --pin-env or --pin-file is given. Per key three commands
-    follow, none carrying a key in clear: GET CHALLENGE (EI), EXPORT KEY (AS), IMPORT KEY (EI).
+    PIN is asked once (hidden) unless --pin-env or --pin-file is given. Every EI reader is served
+    at the same time; each AS runs one command at a time. Per key three commands follow, none
+    carrying a key in clear: GET CHALLENGE (EI), EXPORT KEY (AS), IMPORT KEY (EI).
     Keys already in a slot with the same version are skipped, so re-running is safe. A key is
     reported loaded with the version and KCV the EI checked before answering. Exits non-zero if
     any key failed.
@@ -196,9 +261,9 @@ def personalize(
     if job is not None:
         job_file = load_job(job)
         loads = loads or list(job_file.loads)
-        as_reader = as_reader or job_file.as_reader
+        as_readers = as_readers or ((job_file.as_reader,) if job_file.as_reader else ())
         ei_readers = ei_readers or job_file.ei_readers
-    if not as_reader or not ei_readers or not loads:
+    if not as_readers or not ei_readers or not loads:
         raise click.UsageError(
             "give --as-reader, at least one --ei-reader and one --load (or a --job file)"
         )
@@ -223,16 +288,28 @@ def personalize(
             stack.enter_context(AuditLog(audit_path)) if audit_path else NullAuditLog()
         )
         pcsc = stack.enter_context(options.pcsc())
-        ei_names = _resolve_readers(pcsc, as_reader, ei_readers)
-        as_card = AsCard(stack.enter_context(pcsc.connect(as_reader)))
+        as_names, ei_names = _resolve_readers(pcsc, as_readers, ei_readers)
+        contexts = _Contexts(stack)
+        as_cards = [AsCard(stack.enter_context(contexts(name).connect(name))) for name in as_names]
         audit.record(
             EVENT_SESSION_START,
-            reader=as_card.reader,
+            reader=", ".join(as_names),
             message=f"loads {' '.join(map(str, loads))} into {', '.join(ei_names)}",
         )
         ended = False  # the session ran to its end, or Ctrl-C ended watch mode
         try:
-            _run(pcsc, as_card, ei_names, loads, audit, read_pin, watch, results)
+            _run(
+                pcsc,
+                contexts,
+                as_cards,
+                ei_names,
+                loads,
+                audit,
+                read_pin,
+                watch,
+                apdu_timeout,
+                results,
+            )
             ended = True
         except KeyboardInterrupt:
             click.echo("Stopped.", err=True)
@@ -243,7 +320,7 @@ def personalize(
         finally:
             audit.record(
                 EVENT_SESSION_END,
-                reader=as_card.reader,
+                reader=", ".join(as_names),
                 result="ok" if ended and not workflow.failed(results) else "failed",
             )
     _summary(results)
