@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -90,8 +91,18 @@ class AuditLog:
             )
         except OSError as error:
             raise AuditError(f"{path}: cannot open the audit log: {error.strerror}") from None
-        self._grouped: list[bytes] | None = None
-        """The lines of the group being written, None outside a group."""
+        self._thread = threading.local()
+        """Per thread (EI cards are served at the same time), ``grouped``: the lines of the group
+        being written, None outside a group."""
+        self._write_lock = threading.Lock()
+
+    @property
+    def _grouped(self) -> list[bytes] | None:
+        return getattr(self._thread, "grouped", None)
+
+    @_grouped.setter
+    def _grouped(self, lines: list[bytes] | None) -> None:
+        self._thread.grouped = lines
 
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
         """Write one record and make it durable (inside ``group()``: when the group ends);
@@ -114,7 +125,8 @@ class AuditLog:
     @contextmanager
     def group(self) -> Iterator[None]:
         """Records made inside are written together when the block ends (also on an error):
-        one ``write``, one ``fsync``. Groups do not nest: an inner one joins the outer."""
+        one ``write``, one ``fsync``. Groups do not nest: an inner one joins the outer. Each
+        thread has its own group, so cards served at the same time do not mix."""
         if self._grouped is not None:
             yield
             return
@@ -130,8 +142,9 @@ class AuditLog:
         if self._fd is None:
             raise AuditError(f"{self.path}: the audit log is closed")
         try:
-            os.write(self._fd, lines)
-            os.fsync(self._fd)
+            with self._write_lock:
+                os.write(self._fd, lines)
+                os.fsync(self._fd)
         except OSError as error:
             raise AuditError(f"{self.path}: cannot write the audit log: {error.strerror}") from None
 

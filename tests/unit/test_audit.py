@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -145,3 +146,29 @@ def test_a_closed_log_refuses_records(tmp_path: Path) -> None:
 def test_an_unwritable_location(tmp_path: Path) -> None:
     with pytest.raises(AuditError, match="cannot open"):
         AuditLog(tmp_path / "missing-dir" / "audit.jsonl")
+
+
+def test_groups_of_threads_serving_cards_at_once_are_written_whole(tmp_path: Path) -> None:
+    """Each EI thread's card group reaches the file as one block, never mixed with another's."""
+
+
+    barrier = threading.Barrier(4)
+    with AuditLog(tmp_path / "audit.jsonl") as log:
+
+        def card(reader: str) -> None:
+            with log.group():
+                for ref in range(1, 4):
+                    log.record("key", reader=reader, ref2=ref)
+                    if ref == 1:
+                        barrier.wait(timeout=5)  # every thread is inside its group now
+
+        threads = [threading.Thread(target=card, args=(f"EI {n}",)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    readers = [
+        json.loads(line)["reader"] for line in (tmp_path / "audit.jsonl").read_text().splitlines()
+    ]
+    assert len(readers) == 12
+    assert all(readers[i : i + 3] == [readers[i]] * 3 for i in range(0, 12, 3))
