@@ -151,7 +151,6 @@ def test_an_unwritable_location(tmp_path: Path) -> None:
 def test_groups_of_threads_serving_cards_at_once_are_written_whole(tmp_path: Path) -> None:
     """Each EI thread's card group reaches the file as one block, never mixed with another's."""
 
-
     barrier = threading.Barrier(4)
     with AuditLog(tmp_path / "audit.jsonl") as log:
 
