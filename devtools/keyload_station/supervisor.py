@@ -278,6 +278,15 @@ def pull(reader: str, nth_apdu: int, when: str = "before") -> None:
     control(run.control_port, f"PULL {run.port_of(reader)} {nth_apdu} {when}")
 
 
+def stall(reader: str, nth_apdu: int) -> None:
+    """Arm a stall: the card stays in the reader but never answers the ``nth_apdu``-th APDU from
+    now (the applet never sees it), as a hung reader; ``remove`` ends it."""
+    if nth_apdu < 1:
+        raise StationError(f"the APDU number of a stall counts from 1, got {nth_apdu}")
+    run = _require_run()
+    control(run.control_port, f"STALL {run.port_of(reader)} {nth_apdu}")
+
+
 def restart_pcscd(timeout: float = 30.0) -> None:
     """Restart the pcscd that ``up`` started, as a crash or an upgrade of pcscd would; returns
     once every card is visible again. The station treats the lost connections as power losses

@@ -30,16 +30,20 @@ public final class CardReader {
         }
     }
 
-    /** When a pulled card leaves the reader relative to the applet processing the command. */
+    /**
+     * When a pulled card leaves the reader relative to the applet processing the command; or STALL: the card
+     * stays and never answers that command, as a hung reader does, until it is removed.
+     */
     public enum PullMoment {
-        BEFORE, AFTER;
+        BEFORE, AFTER, STALL;
 
+        /** BEFORE or AFTER, as the PULL command names them. */
         public static PullMoment parse(String word) {
-            try {
-                return valueOf(word.toUpperCase(Locale.ROOT));
-            } catch (IllegalArgumentException e) {
-                throw new IllegalArgumentException("expected 'before' or 'after', got '" + word + "'", e);
+            String upper = word.toUpperCase(Locale.ROOT);
+            if (upper.equals(BEFORE.name()) || upper.equals(AFTER.name())) {
+                return valueOf(upper);
             }
+            throw new IllegalArgumentException("expected 'before' or 'after', got '" + word + "'");
         }
     }
 
@@ -358,6 +362,10 @@ public final class CardReader {
     /** Runs one APDU; false when the card was pulled on it (no response is sent). */
     private boolean apdu(SimulatedCard present, VpcdLink connection, byte[] command) throws IOException {
         PullMoment pull = countApdu();
+        if (pull == PullMoment.STALL) {
+            holdUntilRemoved(present);
+            return false;
+        }
         if (pull == PullMoment.BEFORE) {
             takeOut(present, "pulled before the applet saw the command");
             return false;
@@ -372,6 +380,21 @@ public final class CardReader {
         }
         connection.write(response);
         return true;
+    }
+
+    /** A stalled reader: the command is never answered; returns once the card is removed or the station stops. */
+    private void holdUntilRemoved(SimulatedCard present) throws IOException {
+        Log.event("reader " + port + ": stalled, holding the command without an answer");
+        synchronized (lock) {
+            while (card == present && !stopped) {
+                try {
+                    lock.wait();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new IOException("interrupted while stalled", e);
+                }
+            }
+        }
     }
 
     /** Counts a received APDU and says whether an armed pull fires on it. */

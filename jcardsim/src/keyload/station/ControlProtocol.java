@@ -15,6 +15,7 @@ import java.util.Map;
  * REINSERT PORT                    the last removed card goes back; OK once vpcd has taken it
  * SWAP PORT [ROLE]                 REMOVE then INSERT a fresh card (default: the same role)
  * PULL PORT N before|after         the card leaves at the N-th APDU from now, without answering it
+ * STALL PORT N                     the card stays but never answers the N-th APDU from now (until removed)
  * QUIT                             OK, then the station stops
  * </pre>
  */
@@ -35,7 +36,7 @@ public final class ControlProtocol {
     static final long CONNECT_WAIT_MS = 10_000;
 
     private static final String USAGE = "commands: STATUS, TIMES, INSERT PORT ROLE, REMOVE PORT, REINSERT PORT, "
-            + "SWAP PORT [ROLE], PULL PORT N before|after, QUIT";
+            + "SWAP PORT [ROLE], PULL PORT N before|after, STALL PORT N, QUIT";
 
     private final Map<Integer, CardReader> readers;
     private final Roles roles;
@@ -67,6 +68,10 @@ public final class ControlProtocol {
                 case "SWAP" -> expectArgs(words, 1, 2, () -> swap(reader(words[1]), words.length > 2 ? words[2] : null));
                 case "PULL" -> expectArgs(words, 3, 3, () -> {
                     reader(words[1]).armPull(number(words[2]), CardReader.PullMoment.parse(words[3]));
+                    return Reply.ok("");
+                });
+                case "STALL" -> expectArgs(words, 2, 2, () -> {
+                    reader(words[1]).armPull(number(words[2]), CardReader.PullMoment.STALL);
                     return Reply.ok("");
                 });
                 case "QUIT" -> expectArgs(words, 0, 0, () -> new Reply("OK\n", true));

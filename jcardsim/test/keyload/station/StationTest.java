@@ -203,6 +203,24 @@ public class StationTest {
     }
 
     @Test
+    public void stalledCardStaysButNeverAnswersUntilRemoved() throws Exception {
+        selectAndWrite(0x11);
+        assertEquals(List.of("OK"), control.call("STALL " + vpcd.port() + " 1"));
+        card.send(Apdus.write(0x44));
+        String stalled = vpcd.port() + " PROBE connected 3";
+        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(FakeVpcd.TIMEOUT_MS);
+        while (!control.call("STATUS").get(0).equals(stalled) && System.nanoTime() < deadline) {
+            Thread.sleep(5);
+        }
+        assertEquals("the command is counted and the card stays", stalled, control.call("STATUS").get(0));
+        assertEquals(List.of("OK"), control.call("REMOVE " + vpcd.port()));
+        assertTrue("removing a stalled card ends its connection with no answer sent", card.closedByCard());
+
+        assertEquals(List.of("OK"), callAccepting("REINSERT " + vpcd.port()));
+        assertArrayEquals("the applet never saw the stalled command", new byte[] {0, 0, 0x11}, selectAndRead());
+    }
+
+    @Test
     public void droppedConnectionIsAPowerLossAndTheCardComesBack() throws IOException {
         selectAndWrite(0x66);
         card.close();
@@ -250,6 +268,8 @@ public class StationTest {
         assertErr("no card was removed", "REINSERT " + port);
         assertErr("nothing to pull", "PULL " + empty + " 1 before");
         assertErr("'before' or 'after'", "PULL " + port + " 1 during");
+        assertErr("'before' or 'after'", "PULL " + port + " 1 stall");
+        assertErr("1 or more", "STALL " + port + " 0");
         assertErr("1 or more", "PULL " + port + " 0 after");
         assertErr("takes 3 argument", "PULL " + port);
         assertErr("say which role", "SWAP " + empty);
