@@ -189,15 +189,25 @@ public final class AsApplet extends Applet {
         JCSystem.commitTransaction();
     }
 
-    /** VERIFY: checks the PIN, spending a try when wrong. */
+    /**
+     * VERIFY. With data: checks the PIN, spending a try when wrong. Without data (PROTOCOL.md §8
+     * amendment 2): 9000 when verified since the selection, else 63Cx (6983 when no try is left); never
+     * changes the try counter.
+     */
     private void verify(APDU apdu) {
         common.requireState(STATE_OPERATIONAL);
-        if (pin.getTriesRemaining() <= 0) {
-            ISOException.throwIt(SW_BLOCKED);
-        }
         byte[] buffer = apdu.getBuffer();
         short length = Common.receiveData(apdu);
         short data = apdu.getOffsetCdata();
+        if (length == 0) {
+            if (pin.isValidated()) {
+                return;
+            }
+            ISOException.throwIt(triesStatus(pin.getTriesRemaining()));
+        }
+        if (pin.getTriesRemaining() <= 0) {
+            ISOException.throwIt(SW_BLOCKED);
+        }
         // A PIN of impossible length still costs a try: it is checked as the empty PIN.
         byte checked = length > PIN_MAX_BYTES ? 0 : (byte) length;
         if (!pin.check(buffer, data, checked)) {
@@ -205,7 +215,15 @@ public final class AsApplet extends Applet {
         }
     }
 
-    /** EXPORT KEY: PROTOCOL.md §4.2 in its order. */
+    /** Without data: 63Cx with x the tries left, or 6983 when none is. */
+    private static short triesStatus(byte triesLeft) {
+        if (triesLeft <= 0) {
+            return SW_BLOCKED;
+        }
+        return (short) (SW_VERIFICATION_FAILED | triesLeft);
+    }
+
+    /** EXPORT KEY: PROTOCOL.md §4.2 in its order, with §8 amendment 3 (Le checked before counting). */
     private void exportKey(APDU apdu) {
         // 1. OPERATIONAL, PIN verified.
         common.requireState(STATE_OPERATIONAL);
@@ -244,6 +262,11 @@ public final class AsApplet extends Applet {
         short sas = (short) (HEADER_BYTES + padded);
         short cas = (short) (sas + SAS_BYTES);
         short blockLength = (short) (cas + CAS_BYTES);
+        // §8 amendment 3: the reply must fit the Le sent (00 or the block's length), before anything is counted.
+        short le = apdu.setOutgoing();
+        if (le != LE_ANY && le != blockLength) {
+            ISOException.throwIt(SW_WRONG_LENGTH);
+        }
         // 4. The export limit (first check; the second follows the count).
         short count = persistent.exportCounts[index];
         short limit = Util.getShort(e, (short) (record + ENTRY_LIMIT));
@@ -293,6 +316,7 @@ public final class AsApplet extends Applet {
         if (limit != EXPORT_UNLIMITED && (short) (counted ^ (short) 0x8000) > (short) (limit ^ (short) 0x8000)) {
             ISOException.throwIt(SW_BLOCKED);
         }
-        apdu.setOutgoingAndSend((short) 0, blockLength);
+        apdu.setOutgoingLength(blockLength);
+        apdu.sendBytes((short) 0, blockLength);
     }
 }

@@ -11,6 +11,7 @@ import static keyload.applet.Transients.SECRET_CHECK;
 import static keyload.applet.Transients.SECRET_KEY;
 import static keyload.applet.Transients.SECRET_K_ENC;
 import static keyload.applet.Transients.SECRET_K_MAC;
+import static keyload.applet.Transients.SECRET_STORED_KEY;
 
 import javacard.framework.APDU;
 import javacard.framework.Applet;
@@ -28,7 +29,8 @@ import javacardx.crypto.Cipher;
  *
  * <p>The import retry counter is the EI's only defence against a brute-forced MAC, so it is spent before
  * the check and given back only after a good one; the card is BLOCKED whenever it reads zero or less,
- * including after a power cut in the middle of a check.
+ * including after a power cut in the middle of a check. A BLOCKED EI keeps serving the keys it holds
+ * (PROTOCOL.md §8 amendment 1).
  *
  * <p>Every instruction is in the one {@code switch} of {@link #process}; what both roles share is in
  * {@link Common}, the persistent state in {@link Persistent}, the transient state in {@link Transients}.
@@ -247,7 +249,7 @@ public final class EiApplet extends Applet {
         persistent.triesLeft = left <= 0 ? 0 : (byte) (left - 1);
     }
 
-    /** IMPORT KEY: PROTOCOL.md §4.3 in its order. */
+    /** IMPORT KEY: PROTOCOL.md §4.3 in its order, with §8 amendment 4. */
     private void importKey(APDU apdu) {
         // 1. OPERATIONAL, not BLOCKED.
         requireImportable();
@@ -338,15 +340,19 @@ public final class EiApplet extends Applet {
             ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
         }
 
-        // 9. Versions only move forward; the same version is accepted again only for the same key.
+        // 9. Versions only move forward; the same version is accepted again only for the same key, compared
+        //    whole and in constant time (§8 amendment 4).
         short version = Util.getShort(buffer, (short) (block + HDR_VERSION));
         short current = Util.getShort(e, (short) (slot + ENTRY_VERSION));
         if (version == 0 || Common.unsignedLess(version, current)) {
             ISOException.throwIt(SW_INCORRECT_DATA);
         }
         if (version == current) {
-            if (e[(short) (slot + ENTRY_STATE)] != ENTRY_LOADED
-                    || AesEngine.difference(secrets, SECRET_CHECK, e, (short) (slot + ENTRY_KCV), KCV_BYTES) != 0) {
+            if (e[(short) (slot + ENTRY_STATE)] != ENTRY_LOADED) {
+                ISOException.throwIt(SW_INCORRECT_DATA);
+            }
+            persistent.entryKey(slot).getKey(secrets, SECRET_STORED_KEY);
+            if (AesEngine.difference(secrets, SECRET_KEY, secrets, SECRET_STORED_KEY, keyLength) != 0) {
                 ISOException.throwIt(SW_INCORRECT_DATA);
             }
             return;
@@ -368,10 +374,14 @@ public final class EiApplet extends Applet {
         // 11. T1, K_enc, K_mac and the key are wiped by process() after every command.
     }
 
+    /**
+     * INTERNAL AUTHENTICATE: AES-CMAC under the slot's key. Served by a BLOCKED EI too (§8 amendment 1).
+     * Input laid out as a KDF block of PROTOCOL.md §2 is refused with 6A80 ({@link #isKdfInput}): it
+     * would let a caller compute KDF(TA, 0x20, SN') = TA_unit of another unit from an undiversified slot
+     * key (docs/PROTOCOL.md §7).
+     */
     private void internalAuthenticate(APDU apdu) {
-        if (state() != STATE_OPERATIONAL) {
-            ISOException.throwIt(SW_CONDITIONS_NOT_SATISFIED);
-        }
+        common.requireState(STATE_OPERATIONAL);
         byte[] buffer = apdu.getBuffer();
         short length = Common.receiveData(apdu);
         short data = apdu.getOffsetCdata();
@@ -387,8 +397,28 @@ public final class EiApplet extends Applet {
         if (e[(short) (slot + ENTRY_USAGE)] != USAGE_AUTHENTICATE) {
             ISOException.throwIt(SW_CONDITIONS_NOT_SATISFIED);
         }
+        if (length >= KDF_CONTEXT && isKdfInput(buffer, data)) {
+            ISOException.throwIt(SW_INCORRECT_DATA);
+        }
         AESKey key = persistent.entryKey(slot);
         aes.cmac(key, buffer, data, length, buffer, (short) 0);
         apdu.setOutgoingAndSend((short) 0, BLOCK_BYTES);
+    }
+
+    /**
+     * Whether the 16 bytes at {@code offset} are the fixed part of a KDF input block (PROTOCOL.md §2): 11
+     * zero bytes, one of keyload's labels, 00, an output length of 128, 192 or 256 bits, any counter.
+     */
+    private static boolean isKdfInput(byte[] buffer, short offset) {
+        short zeros = 0;
+        for (short i = 0; i < KDF_LABEL; i++) {
+            zeros = (short) (zeros | buffer[(short) (offset + i)]);
+        }
+        byte label = buffer[(short) (offset + KDF_LABEL)];
+        short bits = Util.getShort(buffer, (short) (offset + KDF_LENGTH));
+        return zeros == 0 && buffer[(short) (offset + KDF_SEPARATOR)] == 0
+                && (label == LABEL_T1 || label == LABEL_K_ENC || label == LABEL_K_MAC || label == LABEL_UNIT)
+                && (bits == (short) (AES_128_BYTES * 8) || bits == (short) (AES_192_BYTES * 8)
+                || bits == (short) (AES_256_BYTES * 8));
     }
 }

@@ -30,8 +30,10 @@ public final class Transients {
     static final short SECRET_K_MAC = (short) (SECRET_K_ENC + MAX_KEY_BYTES);
     /** The plain application key (TA_unit), zero-padded to whole AES blocks. */
     static final short SECRET_KEY = (short) (SECRET_K_MAC + MAX_KEY_BYTES);
+    /** The key a slot holds, read back for a same-version re-import (PROTOCOL.md §8 amendment 4). */
+    static final short SECRET_STORED_KEY = (short) (SECRET_KEY + MAX_KEY_BYTES);
     /** A computed CAS or check value. */
-    static final short SECRET_CHECK = (short) (SECRET_KEY + MAX_KEY_BYTES);
+    static final short SECRET_CHECK = (short) (SECRET_STORED_KEY + MAX_KEY_BYTES);
     static final short SECRETS_BYTES = (short) (SECRET_CHECK + CAS_BYTES);
 
     // ---------------------------------------------------------------- derivation context
