@@ -15,6 +15,8 @@ import static keyload.applet.Transients.WORK_LAST_BLOCK;
 import static keyload.applet.Transients.WORK_STATE;
 import static keyload.applet.Transients.WORK_SUBKEY;
 
+import javacard.framework.ISO7816;
+import javacard.framework.ISOException;
 import javacard.framework.Util;
 import javacard.security.AESKey;
 import javacardx.crypto.Cipher;
@@ -119,13 +121,19 @@ public final class AesEngine {
         Util.arrayCopyNonAtomic(context, contextOffset, work, (short) (WORK_KDF_IN + KDF_CONTEXT), contextLength);
         short inputLength = (short) (KDF_CONTEXT + contextLength);
         byte counter = 1;
-        for (short done = 0; done < outLength; done += BLOCK_BYTES) {
+        short done = 0;
+        for (; done < outLength; done += BLOCK_BYTES) {
             work[(short) (WORK_KDF_IN + KDF_COUNTER)] = counter++;
             cmac(key, work, WORK_KDF_IN, inputLength, work, WORK_KDF_OUT);
             short take = (short) (outLength - done) < BLOCK_BYTES ? (short) (outLength - done) : BLOCK_BYTES;
             Util.arrayCopyNonAtomic(work, WORK_KDF_OUT, out, (short) (outOffset + done), take);
         }
         Util.arrayFillNonAtomic(work, WORK_KDF_OUT, (short) (work.length - WORK_KDF_OUT), (byte) 0);
+        // A loop cut short would leave the output as memory held it (zeros: a key everyone knows).
+        if ((short) (done - outLength) < 0 || (short) (counter - 1) != (short) ((short) (outLength + BLOCK_BYTES - 1)
+                / BLOCK_BYTES)) {
+            ISOException.throwIt(ISO7816.SW_UNKNOWN);
+        }
     }
 
     /** out = KCV8(key): the leftmost 8 bytes of AES-CMAC(key, 16 zero bytes). */

@@ -253,6 +253,9 @@ public final class AsApplet extends Applet {
         }
         byte[] e = persistent.entries.bytes();
         short record = persistent.entries.current(index);
+        if (e[(short) (record + ENTRY_REF)] != ref1) {
+            ISOException.throwIt(SW_REFERENCE_NOT_FOUND); // the search looked again: a skipped compare in it
+        }
         short keyLength = e[(short) (record + ENTRY_KEY_LENGTH)];
         short tLength = persistent.transportKeyLength();
         if (keyLength > tLength) {

@@ -312,6 +312,9 @@ public final class EiApplet extends Applet {
         }
         byte[] e = persistent.entries.bytes();
         short slot = persistent.entries.current(index);
+        if (e[(short) (slot + ENTRY_REF)] != ref2) {
+            ISOException.throwIt(SW_REFERENCE_NOT_FOUND); // the search looked again: a skipped compare in it
+        }
         if ((byte) (e[(short) (slot + ENTRY_FLAGS)] & FLAG_ACCEPTS_IMPORT) == 0) {
             ISOException.throwIt(SW_COMMAND_NOT_ALLOWED);
         }
@@ -358,10 +361,17 @@ public final class EiApplet extends Applet {
             return;
         }
 
-        // 10. Every verdict once more before the store: one skipped branch above does not store a key.
+        // 10. Every decision once more before the store, in another form: one skipped branch above does not
+        //     store a key.
         if ((short) (casVerdict | paddingVerdict | sasVerdict) != 0) {
             spendTry();
             ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
+        }
+        if ((byte) (e[(short) (slot + ENTRY_FLAGS)] & FLAG_ACCEPTS_IMPORT) != FLAG_ACCEPTS_IMPORT) {
+            ISOException.throwIt(SW_COMMAND_NOT_ALLOWED);
+        }
+        if ((short) (version ^ (short) 0x8000) <= (short) (current ^ (short) 0x8000)) {
+            ISOException.throwIt(SW_INCORRECT_DATA);
         }
         // The key into a key object no record names, then the slot record naming it: old or new, whole.
         byte handle = persistent.storeKey(secrets, SECRET_KEY, keyLength);

@@ -15,6 +15,8 @@ import static keyload.applet.Protocol.ROLE_AS;
 import static keyload.applet.Protocol.SN_MAX_BYTES;
 import static keyload.applet.Protocol.STATE_SETUP;
 
+import javacard.framework.ISO7816;
+import javacard.framework.ISOException;
 import javacard.framework.OwnerPIN;
 import javacard.security.AESKey;
 
@@ -117,6 +119,10 @@ public final class Persistent {
         while (isNamed(length, handle)) {
             handle++;
         }
+        // Looked at again by other code: one skipped branch in the search does not overwrite a named key.
+        if (names(length, handle) != 0) {
+            ISOException.throwIt(ISO7816.SW_UNKNOWN);
+        }
         keys.get(length, handle).setKey(key, offset);
         return handle;
     }
@@ -141,10 +147,34 @@ public final class Persistent {
     private void clearOrphans(short length) {
         for (byte handle = 0; handle < KeyPool.CAPACITY; handle++) {
             AESKey key = keys.get(length, handle);
-            if (key.isInitialized() && !isNamed(length, handle)) {
+            if (key.isInitialized() && !isNamed(length, handle) && names(length, handle) == 0) {
                 key.clearKey();
             }
         }
+    }
+
+    /**
+     * How many current records name key {@code handle} of {@code length}: {@link #isNamed} computed again by
+     * other code, so that a decision to overwrite or clear a key object needs both to agree.
+     */
+    private short names(short length, byte handle) {
+        short names = 0;
+        byte[] s = settings.bytes();
+        short record = settings.current((short) 0);
+        if ((short) ((s[(short) (record + SETTINGS_T_LENGTH)] ^ length) | (s[(short) (record + SETTINGS_T_KEY)] ^ handle))
+                == 0) {
+            names++;
+        }
+        byte[] e = entries.bytes();
+        for (short i = (short) (MAX_ENTRIES - 1); i >= 0; i--) {
+            short entry = entries.current(i);
+            short differs = (short) ((e[(short) (entry + ENTRY_KEY_LENGTH)] ^ length)
+                    | (e[(short) (entry + RECORD_KEY)] ^ handle) | (e[(short) (entry + ENTRY_STATE)] ^ ENTRY_LOADED));
+            if (differs == 0 && e[(short) (entry + ENTRY_REF)] != REF_NONE) {
+                names++;
+            }
+        }
+        return names;
     }
 
     /** Whether the current settings record or a current loaded entry names key {@code handle} of {@code length}. */
