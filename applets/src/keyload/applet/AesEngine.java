@@ -24,8 +24,8 @@ import javacardx.crypto.Cipher;
 /**
  * AES-CMAC, the SP 800-108 KDF of PROTOCOL.md §2, key check values and AES-CBC over key objects.
  *
- * <p>Many Java Card 3.0.4/3.0.5 cards have no {@code Signature.ALG_AES_CMAC_128}, so CMAC (NIST SP 800-38B)
- * is built here, on the platform's own AES: the subkey L = AES_K(0) by {@code ALG_AES_BLOCK_128_ECB_NOPAD},
+ * <p>{@code Signature.ALG_AES_CMAC_128} first appears in the Java Card 3.0.5 API (a 3.0.4 CAP cannot use
+ * it) and many 3.0.5 cards lack it, so CMAC (NIST SP 800-38B) is built here, on the platform's own AES: the subkey L = AES_K(0) by {@code ALG_AES_BLOCK_128_ECB_NOPAD},
  * the chaining of every block by {@code ALG_AES_BLOCK_128_CBC_NOPAD} (the chaining state stays inside the
  * cipher). What runs as bytecode is the subkey doubling and one XOR of the last block with it, both
  * without a branch on secret data. Long-lived keys are persistent key objects ({@link KeyPool}); derived
