@@ -627,6 +627,8 @@ class CardReport:
     serial: str
     results: tuple[LoadResult, ...]
     problem: str = ""
+    stalled: bool = False
+    """The reader stopped answering: its command is still pending, its connection unusable."""
 
 
 def _card_failed(
@@ -776,7 +778,7 @@ class _Service:
                 if reader not in self._threads or reader in self._given_up:
                     continue
                 self._given_up.add(reader)
-                report = CardReport(reader, "", (), message)
+                report = CardReport(reader, "", (), message, stalled=True)
                 self._reports.append(report)
                 self._done.notify_all()
             self.audit.record(EVENT_CARD_FAILED, reader=reader, message=message)

@@ -24,6 +24,8 @@ from . import options, progress
 from .options import READER_HELP, parse_loads
 
 PIN_LABEL = "AS operator PIN"
+CLOSE_TIMEOUT = 2.0
+"""Seconds closing one connection or context may take when the session ends."""
 
 
 def _pin_source(pin_env: str | None, pin_file: Path | None) -> SecretSource:
@@ -66,18 +68,37 @@ def _result_line(result: workflow.LoadResult) -> None:
 
 class _Contexts:
     """One PC/SC context per reader: the readers are served at the same time, each from a thread
-    of its own, and pcsc-lite runs one call at a time per context."""
+    of its own, and pcsc-lite runs one call at a time per context. Closing gives each connection
+    and context a few seconds: a reader that stalled may never answer the command still pending,
+    and the session must end all the same (the process lets go of what is left)."""
 
-    def __init__(self, stack: ExitStack) -> None:
-        self._stack = stack
+    def __init__(self) -> None:
         self._contexts: dict[str, Pcsc] = {}
+        self._connections: list[PcscTransport] = []
         self._lock = threading.Lock()
 
     def __call__(self, reader: str) -> Pcsc:
         with self._lock:
             if reader not in self._contexts:
-                self._contexts[reader] = self._stack.enter_context(options.pcsc())
+                self._contexts[reader] = options.pcsc()
             return self._contexts[reader]
+
+    def connect(self, reader: str, *, reset: bool) -> PcscTransport:
+        """A connection for the whole session, closed with the contexts (an AS is reset then, so
+        that its verified PIN does not outlive the session; an EI is not, see ``PcscTransport``)."""
+        transport = self(reader).connect(reader, reset=reset)
+        with self._lock:
+            self._connections.append(transport)
+        return transport
+
+    def close(self) -> None:
+        with self._lock:
+            closers = [t.disconnect for t in self._connections]
+            closers += [context.close for context in self._contexts.values()]
+        for close in closers:
+            thread = threading.Thread(target=close, daemon=True)
+            thread.start()
+            thread.join(CLOSE_TIMEOUT)
 
 
 def _connect_ei(pcsc: Pcsc, reader: str) -> PcscTransport:
@@ -155,9 +176,7 @@ def _run(
             display.finish()
         return
     with ExitStack() as stack:
-        ei_cards = [
-            EiCard(stack.enter_context(_connect_ei(contexts(name), name))) for name in ei_names
-        ]
+        ei_cards = [EiCard(contexts.connect(name, reset=False)) for name in ei_names]
         displays: list[progress.Progress] = []
 
         def on_plan(plans: Sequence[workflow.CardPlan]) -> None:
@@ -289,8 +308,9 @@ def personalize(
         )
         pcsc = stack.enter_context(options.pcsc())
         as_names, ei_names = _resolve_readers(pcsc, as_readers, ei_readers)
-        contexts = _Contexts(stack)
-        as_cards = [AsCard(stack.enter_context(contexts(name).connect(name))) for name in as_names]
+        contexts = _Contexts()
+        stack.callback(contexts.close)
+        as_cards = [AsCard(contexts.connect(name, reset=True)) for name in as_names]
         audit.record(
             EVENT_SESSION_START,
             reader=", ".join(as_names),

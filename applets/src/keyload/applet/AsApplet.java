@@ -1,25 +1,41 @@
 package keyload.applet;
 
+import static keyload.applet.Persistent.RECORD_KEY;
+import static keyload.applet.Protocol.*;
+import static keyload.applet.Transients.CONTEXT_REF2;
+import static keyload.applet.Transients.CONTEXT_R;
+import static keyload.applet.Transients.CONTEXT_SN;
+import static keyload.applet.Transients.SECRET_CHECK;
+import static keyload.applet.Transients.SECRET_KEY;
+import static keyload.applet.Transients.SECRET_K_ENC;
+import static keyload.applet.Transients.SECRET_K_MAC;
+
 import javacard.framework.APDU;
+import javacard.framework.Applet;
+import javacard.framework.ISO7816;
 import javacard.framework.ISOException;
 import javacard.framework.JCSystem;
 import javacard.framework.OwnerPIN;
 import javacard.framework.Util;
+import javacard.security.AESKey;
 import javacardx.crypto.Cipher;
 
 /**
  * The master card (AS): holds application keys and exports each one, under an operation key derived for
  * one EI and one challenge, as the key block of PROTOCOL.md §3. Exports need the operator PIN.
+ *
+ * <p>Every instruction is in the one {@code switch} of {@link #process}; what both roles share is in
+ * {@link Common}, the persistent state in {@link Persistent}, the transient state in {@link Transients}.
  */
-public final class AsApplet extends KeyloadApplet {
+public final class AsApplet extends Applet {
 
     /** PUT APP KEY data: REF1, usage, version(2), flags, export limit(2), key. */
-    private static final short PUT_REF = 0;
-    private static final short PUT_USAGE = 1;
-    private static final short PUT_VERSION = 2;
-    private static final short PUT_FLAGS = 4;
-    private static final short PUT_LIMIT = 5;
-    private static final short PUT_KEY = 7;
+    private static final short PUT_APP_KEY_REF = 0;
+    private static final short PUT_APP_KEY_USAGE = 1;
+    private static final short PUT_APP_KEY_VERSION = 2;
+    private static final short PUT_APP_KEY_FLAGS = 4;
+    private static final short PUT_APP_KEY_LIMIT = 5;
+    private static final short PUT_APP_KEY_KEY = 7;
 
     /** EXPORT KEY data: REF1, REF2, R(16), len(SN), SN. */
     private static final short EXPORT_REF1 = 0;
@@ -28,12 +44,18 @@ public final class AsApplet extends KeyloadApplet {
     private static final short EXPORT_SN_LENGTH = (short) (EXPORT_R + CHALLENGE_BYTES);
     private static final short EXPORT_SN = (short) (EXPORT_SN_LENGTH + 1);
 
+    private final Common common;
+    private final Persistent persistent;
+    private final Transients transients;
+    private final AesEngine aes;
     private final OwnerPIN pin;
-    private boolean pinSet;
 
     private AsApplet() {
-        super(ROLE_AS);
-        pin = new OwnerPIN(PIN_TRY_LIMIT, (byte) PIN_MAX_BYTES);
+        common = new Common(ROLE_AS);
+        persistent = common.persistent;
+        transients = common.transients;
+        aes = common.aes;
+        pin = persistent.pin;
     }
 
     /** Java Card entry point: creates and registers the applet under the AID of the install command. */
@@ -51,132 +73,166 @@ public final class AsApplet extends KeyloadApplet {
         pin.reset();
     }
 
-    byte claOf(byte ins) {
-        switch (ins) {
-            case INS_VERIFY:
-                return CLA_ISO;
-            case INS_PUT_APP_KEY:
-            case INS_SET_PIN:
-            case INS_EXPORT_KEY:
-                return CLA_KEYLOAD;
-            default:
-                return super.claOf(ins);
-        }
-    }
-
-    boolean parametersValid(byte ins, byte p1, byte p2) {
-        if (ins == INS_VERIFY) {
-            return p1 == 0 && p2 == P2_OPERATOR_PIN;
-        }
-        return super.parametersValid(ins, p1, p2);
-    }
-
-    void dispatch(APDU apdu, byte ins) {
-        switch (ins) {
-            case INS_PUT_APP_KEY:
-                putAppKey(apdu);
-                return;
-            case INS_SET_PIN:
-                setPin(apdu);
-                return;
-            case INS_VERIFY:
-                verify(apdu);
-                return;
-            case INS_EXPORT_KEY:
-                exportKey(apdu);
-                return;
-            default:
-                super.dispatch(apdu, ins);
-        }
-    }
-
-    boolean readyToLock() {
-        return pinSet && entryCount() > 0;
-    }
-
-    byte triesLeft() {
-        return pin.getTriesRemaining();
-    }
-
-    byte tryLimit() {
-        return PIN_TRY_LIMIT;
-    }
-
-    private void putAppKey(APDU apdu) {
-        requireState(STATE_SETUP);
+    /** Every command of the AS, checked in the order of PROTOCOL.md §4.1, then run. */
+    public void process(APDU apdu) {
         byte[] buffer = apdu.getBuffer();
-        short length = receiveData(apdu);
+        if (selectingApplet()) {
+            sendInfo(apdu);
+            return;
+        }
+        Common.checkClass(buffer);
+        byte ins = buffer[ISO7816.OFFSET_INS];
+        try {
+            switch (ins) {
+                case INS_GET_INFO:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    sendInfo(apdu);
+                    return;
+                case INS_LIST_KEYS:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    common.listKeys(apdu);
+                    return;
+                case INS_SET_TRANSPORT_KEY:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    common.setTransportKey(apdu);
+                    return;
+                case INS_PUT_APP_KEY:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    putAppKey(apdu);
+                    return;
+                case INS_SET_PIN:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    setPin(apdu);
+                    return;
+                case INS_LOCK:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    common.lock(apdu, persistent.pinSet && common.entryCount() > 0);
+                    return;
+                case INS_VERIFY:
+                    Common.checkHeader(buffer, CLA_ISO, (byte) 0, P2_OPERATOR_PIN);
+                    verify(apdu);
+                    return;
+                case INS_EXPORT_KEY:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    exportKey(apdu);
+                    return;
+                case INS_SELECT:
+                    // A SELECT that reaches a selected applet names an AID nobody has.
+                    Common.checkHeader(buffer, CLA_ISO, P1_SELECT_BY_NAME, (byte) 0);
+                    ISOException.throwIt(SW_APPLICATION_NOT_FOUND);
+                    return;
+                default:
+                    ISOException.throwIt(SW_INS_NOT_SUPPORTED);
+            }
+        } finally {
+            common.wipeSecrets();
+            if (Common.carriesSecret(ins)) {
+                Common.wipeBuffer(buffer);
+            }
+        }
+    }
+
+    private void sendInfo(APDU apdu) {
+        common.sendInfo(apdu, persistent.lifeCycle, pin.getTriesRemaining(), PIN_TRY_LIMIT);
+    }
+
+    /** PUT APP KEY (SETUP): the key into a key object, then the entry naming it. */
+    private void putAppKey(APDU apdu) {
+        common.requireState(STATE_SETUP);
+        byte[] buffer = apdu.getBuffer();
+        short length = Common.receiveData(apdu);
         short data = apdu.getOffsetCdata();
-        short keyLength = (short) (length - PUT_KEY);
+        short keyLength = (short) (length - PUT_APP_KEY_KEY);
         if (!AesEngine.isAesKeyLength(keyLength)) {
             ISOException.throwIt(SW_WRONG_LENGTH);
         }
-        byte ref = buffer[(short) (data + PUT_REF)];
-        byte usage = buffer[(short) (data + PUT_USAGE)];
-        byte flags = buffer[(short) (data + PUT_FLAGS)];
-        if (!isReference(ref) || !isUsage(usage) || (byte) (flags & ~FLAGS_DEFINED) != 0
-                || Util.getShort(buffer, (short) (data + PUT_VERSION)) == 0) {
+        byte ref = buffer[(short) (data + PUT_APP_KEY_REF)];
+        byte usage = buffer[(short) (data + PUT_APP_KEY_USAGE)];
+        byte flags = buffer[(short) (data + PUT_APP_KEY_FLAGS)];
+        if (!Common.isReference(ref) || !Common.isUsage(usage) || (byte) (flags & ~FLAGS_DEFINED) != 0
+                || Util.getShort(buffer, (short) (data + PUT_APP_KEY_VERSION)) == 0) {
             ISOException.throwIt(SW_INCORRECT_DATA);
         }
-        short index = entryForDefinition(ref);
+        short index = common.entryForDefinition(ref);
+        common.requireSupported(keyLength);
 
-        byte[] e = entries.bytes();
-        short record = entries.beginChange(index);
-        Util.arrayFillNonAtomic(e, record, RECORD_BYTES, (byte) 0);
+        byte handle = persistent.storeKey(buffer, (short) (data + PUT_APP_KEY_KEY), keyLength);
+        aes.kcv8(persistent.keys.get(keyLength, handle), transients.secrets, SECRET_CHECK);
+        byte[] e = persistent.entries.bytes();
+        short record = common.beginEntry(index);
         e[(short) (record + ENTRY_REF)] = ref;
         e[(short) (record + ENTRY_STATE)] = ENTRY_LOADED;
         e[(short) (record + ENTRY_KEY_LENGTH)] = (byte) keyLength;
         e[(short) (record + ENTRY_USAGE)] = usage;
-        Util.arrayCopyNonAtomic(buffer, (short) (data + PUT_VERSION), e, (short) (record + ENTRY_VERSION), (short) 2);
+        Util.arrayCopyNonAtomic(buffer, (short) (data + PUT_APP_KEY_VERSION), e, (short) (record + ENTRY_VERSION),
+                (short) 2);
         e[(short) (record + ENTRY_FLAGS)] = flags;
-        aes.kcv8(buffer, (short) (data + PUT_KEY), keyLength, secrets, S_CHECK);
-        Util.arrayCopyNonAtomic(secrets, S_CHECK, e, (short) (record + ENTRY_KCV), KCV_BYTES);
-        Util.arrayCopyNonAtomic(buffer, (short) (data + PUT_LIMIT), e, (short) (record + ENTRY_LIMIT), (short) 2);
-        Util.arrayCopyNonAtomic(buffer, (short) (data + PUT_KEY), e, (short) (record + REC_KEY), keyLength);
-        entries.commit(index);
-        Util.arrayFillNonAtomic(buffer, data, length, (byte) 0);
+        Util.arrayCopyNonAtomic(transients.secrets, SECRET_CHECK, e, (short) (record + ENTRY_KCV), KCV_BYTES);
+        Util.arrayCopyNonAtomic(buffer, (short) (data + PUT_APP_KEY_LIMIT), e, (short) (record + ENTRY_LIMIT),
+                (short) 2);
+        e[(short) (record + RECORD_KEY)] = handle;
+        // Exports are only counted once OPERATIONAL, which never returns to SETUP: the count is 0 here.
+        common.commitEntry(index);
     }
 
     private void setPin(APDU apdu) {
-        requireState(STATE_SETUP);
+        common.requireState(STATE_SETUP);
         byte[] buffer = apdu.getBuffer();
-        short length = receiveData(apdu);
+        short length = Common.receiveData(apdu);
         short data = apdu.getOffsetCdata();
         if (length < PIN_MIN_BYTES || length > PIN_MAX_BYTES) {
             ISOException.throwIt(SW_WRONG_LENGTH);
         }
         JCSystem.beginTransaction();
         pin.update(buffer, data, (byte) length);
-        pinSet = true;
+        persistent.pinSet = true;
         JCSystem.commitTransaction();
-        Util.arrayFillNonAtomic(buffer, data, length, (byte) 0);
     }
 
+    /**
+     * VERIFY. With data: checks the PIN, spending a try when wrong. Without data (PROTOCOL.md §8
+     * amendment 2): 9000 when verified since the selection, else 63Cx (6983 when no try is left); never
+     * changes the try counter.
+     */
     private void verify(APDU apdu) {
-        requireState(STATE_OPERATIONAL);
-        if (pin.getTriesRemaining() == 0) {
+        common.requireState(STATE_OPERATIONAL);
+        byte[] buffer = apdu.getBuffer();
+        short length = Common.receiveData(apdu);
+        short data = apdu.getOffsetCdata();
+        if (length == 0) {
+            if (pin.isValidated()) {
+                return;
+            }
+            ISOException.throwIt(triesStatus(pin.getTriesRemaining()));
+        }
+        if (pin.getTriesRemaining() <= 0) {
             ISOException.throwIt(SW_BLOCKED);
         }
-        byte[] buffer = apdu.getBuffer();
-        short length = receiveData(apdu);
-        short data = apdu.getOffsetCdata();
         // A PIN of impossible length still costs a try: it is checked as the empty PIN.
         byte checked = length > PIN_MAX_BYTES ? 0 : (byte) length;
-        boolean valid = pin.check(buffer, data, checked);
-        Util.arrayFillNonAtomic(buffer, data, length, (byte) 0);
-        if (!valid) {
+        if (!pin.check(buffer, data, checked)) {
             ISOException.throwIt((short) (SW_VERIFICATION_FAILED | pin.getTriesRemaining()));
         }
     }
 
-    /** PROTOCOL.md §4.2, in its order. */
+    /** Without data: 63Cx with x the tries left, or 6983 when none is. */
+    private static short triesStatus(byte triesLeft) {
+        if (triesLeft <= 0) {
+            return SW_BLOCKED;
+        }
+        return (short) (SW_VERIFICATION_FAILED | triesLeft);
+    }
+
+    /** EXPORT KEY: PROTOCOL.md §4.2 in its order, with §8 amendment 3 (Le checked before counting). */
     private void exportKey(APDU apdu) {
-        requireState(STATE_OPERATIONAL);
+        // 1. OPERATIONAL, PIN verified.
+        common.requireState(STATE_OPERATIONAL);
         if (!pin.isValidated()) {
             ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
         }
+        // 2. Length.
         byte[] buffer = apdu.getBuffer();
-        short length = receiveData(apdu);
+        short length = Common.receiveData(apdu);
         short data = apdu.getOffsetCdata();
         if (length < EXPORT_SN) {
             ISOException.throwIt(SW_WRONG_LENGTH);
@@ -185,44 +241,60 @@ public final class AsApplet extends KeyloadApplet {
         if (snLength < SN_MIN_BYTES || snLength > SN_MAX_BYTES || length != (short) (EXPORT_SN + snLength)) {
             ISOException.throwIt(SW_WRONG_LENGTH);
         }
+        // 3. References, key length.
         byte ref1 = buffer[(short) (data + EXPORT_REF1)];
         byte ref2 = buffer[(short) (data + EXPORT_REF2)];
-        short index = findEntry(ref1);
+        short index = common.findEntry(ref1);
         if (index < 0) {
             ISOException.throwIt(SW_REFERENCE_NOT_FOUND);
         }
-        if (!isReference(ref2)) {
+        if (!Common.isReference(ref2)) {
             ISOException.throwIt(SW_INCORRECT_DATA);
         }
-        byte[] e = entries.bytes();
-        short record = entries.current(index);
+        byte[] e = persistent.entries.bytes();
+        short record = persistent.entries.current(index);
+        if (e[(short) (record + ENTRY_REF)] != ref1) {
+            ISOException.throwIt(SW_REFERENCE_NOT_FOUND); // the search looked again: a skipped compare in it
+        }
         short keyLength = e[(short) (record + ENTRY_KEY_LENGTH)];
-        short tLength = transportKeyLength();
+        short tLength = persistent.transportKeyLength();
         if (keyLength > tLength) {
             ISOException.throwIt(SW_CONDITIONS_NOT_SATISFIED);
         }
-        short count = Util.getShort(e, (short) (record + ENTRY_COUNT));
-        short limit = Util.getShort(e, (short) (record + ENTRY_LIMIT));
-        if (limit != EXPORT_UNLIMITED && !unsignedLess(count, limit)) {
-            ISOException.throwIt(SW_BLOCKED);
-        }
-
-        Util.arrayCopyNonAtomic(buffer, (short) (data + EXPORT_R), context, C_R, CHALLENGE_BYTES);
-        context[C_REF2] = ref2;
-        Util.arrayCopyNonAtomic(buffer, (short) (data + EXPORT_SN), context, C_SN, snLength);
-        deriveOperationKeys(context, C_SN, snLength);
-        byte flags = e[(short) (record + ENTRY_FLAGS)];
-        if ((byte) (flags & FLAG_DIVERSIFIED) != 0) {
-            aes.kdf(e, (short) (record + REC_KEY), keyLength, LABEL_UNIT, context, C_SN, snLength,
-                    secrets, S_KEY, keyLength);
-        } else {
-            Util.arrayCopyNonAtomic(e, (short) (record + REC_KEY), secrets, S_KEY, keyLength);
-        }
-
-        // The key block, built over the command in the APDU buffer (its inputs are copied above).
         short padded = AesEngine.paddedLength(keyLength);
         short sas = (short) (HEADER_BYTES + padded);
         short cas = (short) (sas + SAS_BYTES);
+        short blockLength = (short) (cas + CAS_BYTES);
+        // §8 amendment 3: the reply must fit the Le sent (00 or the block's length), before anything is counted.
+        short le = apdu.setOutgoing();
+        if (le != LE_ANY && le != blockLength) {
+            ISOException.throwIt(SW_WRONG_LENGTH);
+        }
+        // 4. The export limit (first check; the second follows the count).
+        short count = persistent.exportCounts[index];
+        short limit = Util.getShort(e, (short) (record + ENTRY_LIMIT));
+        if (limit != EXPORT_UNLIMITED && (short) (count ^ (short) 0x8000) >= (short) (limit ^ (short) 0x8000)) {
+            ISOException.throwIt(SW_BLOCKED);
+        }
+
+        // 5. T1, K_enc, K_mac and TA_unit, in transient memory only.
+        byte[] secrets = transients.secrets;
+        byte[] context = transients.context;
+        Util.arrayCopyNonAtomic(buffer, (short) (data + EXPORT_R), context, CONTEXT_R, CHALLENGE_BYTES);
+        context[CONTEXT_REF2] = ref2;
+        Util.arrayCopyNonAtomic(buffer, (short) (data + EXPORT_SN), context, CONTEXT_SN, snLength);
+        common.deriveOperationKeys(context, CONTEXT_SN, snLength);
+        AESKey ta = persistent.entryKey(record);
+        byte flags = e[(short) (record + ENTRY_FLAGS)];
+        // The CBC padding of a 24-byte key is these zeros, whatever an earlier command left.
+        Util.arrayFillNonAtomic(secrets, SECRET_KEY, MAX_KEY_BYTES, (byte) 0);
+        if ((byte) (flags & FLAG_DIVERSIFIED) != 0) {
+            aes.kdf(ta, LABEL_UNIT, context, CONTEXT_SN, snLength, secrets, SECRET_KEY, keyLength);
+        } else {
+            ta.getKey(secrets, SECRET_KEY);
+        }
+
+        // The key block, built over the command in the APDU buffer (its inputs are copied above).
         buffer[HDR_FORMAT] = BLOCK_FORMAT;
         buffer[HDR_REF2] = ref2;
         buffer[HDR_KEY_LENGTH] = (byte) keyLength;
@@ -230,15 +302,24 @@ public final class AsApplet extends KeyloadApplet {
         Util.arrayCopyNonAtomic(e, (short) (record + ENTRY_VERSION), buffer, HDR_VERSION, (short) 2);
         buffer[HDR_FLAGS] = flags;
         buffer[HDR_REF1] = ref1;
-        aes.cbc(Cipher.MODE_ENCRYPT, secrets, S_K_ENC, tLength, secrets, S_KEY, padded, buffer, HEADER_BYTES);
-        aes.kcv8(secrets, S_KEY, keyLength, buffer, sas);
-        aes.cmac(secrets, S_K_MAC, tLength, buffer, (short) 0, cas, buffer, cas);
+        aes.kcv8(aes.load(secrets, SECRET_KEY, keyLength), buffer, sas);
+        aes.cbc(aes.load(secrets, SECRET_K_ENC, tLength), Cipher.MODE_ENCRYPT, secrets, SECRET_KEY, padded,
+                buffer, HEADER_BYTES);
+        aes.cmac(aes.load(secrets, SECRET_K_MAC, tLength), buffer, (short) 0, cas, buffer, cas);
 
-        if (count != EXPORT_UNLIMITED) {
-            short changed = entries.beginChange(index);
-            Util.setShort(e, (short) (changed + ENTRY_COUNT), (short) (count + 1));
-            entries.commit(index);
+        // 6. Count (one atomic short write, never the key's bytes), check again, send.
+        if (!pin.isValidated()) {
+            ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
         }
-        apdu.setOutgoingAndSend((short) 0, (short) (cas + CAS_BYTES));
+        short counted = (short) (count + 1);
+        if (counted == 0) {
+            counted = EXPORT_UNLIMITED; // an unlimited key's count stops at 0xFFFF
+        }
+        persistent.exportCounts[index] = counted;
+        if (limit != EXPORT_UNLIMITED && (short) (counted ^ (short) 0x8000) > (short) (limit ^ (short) 0x8000)) {
+            ISOException.throwIt(SW_BLOCKED);
+        }
+        apdu.setOutgoingLength(blockLength);
+        apdu.sendBytes((short) 0, blockLength);
     }
 }

@@ -1,10 +1,25 @@
 package keyload.applet;
 
+import static keyload.applet.Persistent.RECORD_KEY;
+import static keyload.applet.Persistent.SETTINGS_SN;
+import static keyload.applet.Persistent.SETTINGS_SN_LENGTH;
+import static keyload.applet.Protocol.*;
+import static keyload.applet.Transients.CONTEXT_R;
+import static keyload.applet.Transients.CONTEXT_REF2;
+import static keyload.applet.Transients.FLAG_CHALLENGE_ISSUED;
+import static keyload.applet.Transients.SECRET_CHECK;
+import static keyload.applet.Transients.SECRET_KEY;
+import static keyload.applet.Transients.SECRET_K_ENC;
+import static keyload.applet.Transients.SECRET_K_MAC;
+import static keyload.applet.Transients.SECRET_STORED_KEY;
+
 import javacard.framework.APDU;
+import javacard.framework.Applet;
 import javacard.framework.ISO7816;
 import javacard.framework.ISOException;
 import javacard.framework.JCSystem;
 import javacard.framework.Util;
+import javacard.security.AESKey;
 import javacard.security.RandomData;
 import javacardx.crypto.Cipher;
 
@@ -13,26 +28,27 @@ import javacardx.crypto.Cipher;
  * serial and to a challenge it issued, verifies them before decrypting, and stores them in slots.
  *
  * <p>The import retry counter is the EI's only defence against a brute-forced MAC, so it is spent before
- * the check and given back only after a good one; the card is BLOCKED whenever it reads zero, including
- * after a power cut in the middle of a check.
+ * the check and given back only after a good one; the card is BLOCKED whenever it reads zero or less,
+ * including after a power cut in the middle of a check. A BLOCKED EI keeps serving the keys it holds
+ * (PROTOCOL.md §8 amendment 1).
+ *
+ * <p>Every instruction is in the one {@code switch} of {@link #process}; what both roles share is in
+ * {@link Common}, the persistent state in {@link Persistent}, the transient state in {@link Transients}.
  */
-public final class EiApplet extends KeyloadApplet {
+public final class EiApplet extends Applet {
 
     /** DEFINE SLOT data: REF2, key length, usage, flags. */
-    private static final short DEFINE_REF = 0;
-    private static final short DEFINE_KEY_LENGTH = 1;
-    private static final short DEFINE_USAGE = 2;
-    private static final short DEFINE_FLAGS = 3;
-    private static final short DEFINE_BYTES = 4;
+    private static final short DEFINE_SLOT_REF = 0;
+    private static final short DEFINE_SLOT_KEY_LENGTH = 1;
+    private static final short DEFINE_SLOT_USAGE = 2;
+    private static final short DEFINE_SLOT_FLAGS = 3;
+    private static final short DEFINE_SLOT_BYTES = 4;
 
-    private static final short LE_MAX_SHORT = 256;
-
-    private byte retryLimit;
-    private byte triesLeft;
+    private final Common common;
+    private final Persistent persistent;
+    private final Transients transients;
+    private final AesEngine aes;
     private final RandomData random;
-    /** The challenge R issued by GET CHALLENGE, valid until the next IMPORT KEY or deselection. */
-    private final byte[] challenge;
-    private final boolean[] challengeIssued;
 
     /**
      * ALG_SECURE_RANDOM and generateData are deprecated since Java Card 3.0.5 but are what 3.0.4 cards
@@ -40,12 +56,11 @@ public final class EiApplet extends KeyloadApplet {
      */
     @SuppressWarnings("deprecation")
     private EiApplet() {
-        super(ROLE_EI);
-        retryLimit = RETRY_LIMIT_DEFAULT;
-        triesLeft = RETRY_LIMIT_DEFAULT;
+        common = new Common(ROLE_EI);
+        persistent = common.persistent;
+        transients = common.transients;
+        aes = common.aes;
         random = RandomData.getInstance(RandomData.ALG_SECURE_RANDOM);
-        challenge = JCSystem.makeTransientByteArray(CHALLENGE_BYTES, JCSystem.CLEAR_ON_DESELECT);
-        challengeIssued = JCSystem.makeTransientBooleanArray((short) 1, JCSystem.CLEAR_ON_DESELECT);
     }
 
     /** Java Card entry point: creates and registers the applet under the AID of the install command. */
@@ -53,122 +68,136 @@ public final class EiApplet extends KeyloadApplet {
         new EiApplet().register(parameters, (short) (offset + 1), parameters[offset]);
     }
 
-    byte claOf(byte ins) {
-        switch (ins) {
-            case INS_GET_CHALLENGE:
-            case INS_INTERNAL_AUTHENTICATE:
-                return CLA_ISO;
-            case INS_SET_SERIAL:
-            case INS_DEFINE_SLOT:
-            case INS_SET_RETRY_LIMIT:
-            case INS_IMPORT_KEY:
-                return CLA_KEYLOAD;
-            default:
-                return super.claOf(ins);
+    /** Every command of the EI, checked in the order of PROTOCOL.md §4.1, then run. */
+    public void process(APDU apdu) {
+        byte[] buffer = apdu.getBuffer();
+        if (selectingApplet()) {
+            sendInfo(apdu);
+            return;
+        }
+        Common.checkClass(buffer);
+        byte ins = buffer[ISO7816.OFFSET_INS];
+        try {
+            switch (ins) {
+                case INS_GET_INFO:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    sendInfo(apdu);
+                    return;
+                case INS_LIST_KEYS:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    common.listKeys(apdu);
+                    return;
+                case INS_SET_TRANSPORT_KEY:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    common.setTransportKey(apdu);
+                    return;
+                case INS_SET_SERIAL:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    setSerial(apdu);
+                    return;
+                case INS_DEFINE_SLOT:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    defineSlot(apdu);
+                    return;
+                case INS_SET_RETRY_LIMIT:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    setRetryLimit(apdu);
+                    return;
+                case INS_LOCK:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    common.lock(apdu, persistent.serialLength() != 0 && common.entryCount() > 0);
+                    return;
+                case INS_GET_CHALLENGE:
+                    Common.checkHeader(buffer, CLA_ISO, (byte) 0, (byte) 0);
+                    getChallenge(apdu);
+                    return;
+                case INS_IMPORT_KEY:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    importKey(apdu);
+                    return;
+                case INS_INTERNAL_AUTHENTICATE:
+                    // P2 is the slot.
+                    Common.checkCla(buffer, CLA_ISO);
+                    if (buffer[ISO7816.OFFSET_P1] != 0 || !Common.isReference(buffer[ISO7816.OFFSET_P2])) {
+                        ISOException.throwIt(SW_INCORRECT_P1P2);
+                    }
+                    internalAuthenticate(apdu);
+                    return;
+                case INS_SELECT:
+                    // A SELECT that reaches a selected applet names an AID nobody has.
+                    Common.checkHeader(buffer, CLA_ISO, P1_SELECT_BY_NAME, (byte) 0);
+                    ISOException.throwIt(SW_APPLICATION_NOT_FOUND);
+                    return;
+                default:
+                    ISOException.throwIt(SW_INS_NOT_SUPPORTED);
+            }
+        } finally {
+            common.wipeSecrets();
+            if (Common.carriesSecret(ins)) {
+                Common.wipeBuffer(buffer);
+            }
         }
     }
 
-    /** INTERNAL AUTHENTICATE carries the slot in P2. */
-    boolean parametersValid(byte ins, byte p1, byte p2) {
-        if (ins == INS_INTERNAL_AUTHENTICATE) {
-            return p1 == 0 && isReference(p2);
-        }
-        return super.parametersValid(ins, p1, p2);
+    /** The life cycle as reported: SETUP, OPERATIONAL, or BLOCKED when no try is left (zero or less). */
+    private byte state() {
+        byte stored = persistent.lifeCycle;
+        return stored == STATE_OPERATIONAL && persistent.triesLeft <= 0 ? STATE_BLOCKED : stored;
     }
 
-    void dispatch(APDU apdu, byte ins) {
-        switch (ins) {
-            case INS_SET_SERIAL:
-                setSerial(apdu);
-                return;
-            case INS_DEFINE_SLOT:
-                defineSlot(apdu);
-                return;
-            case INS_SET_RETRY_LIMIT:
-                setRetryLimit(apdu);
-                return;
-            case INS_GET_CHALLENGE:
-                getChallenge(apdu);
-                return;
-            case INS_IMPORT_KEY:
-                importKey(apdu);
-                return;
-            case INS_INTERNAL_AUTHENTICATE:
-                internalAuthenticate(apdu);
-                return;
-            default:
-                super.dispatch(apdu, ins);
-        }
-    }
-
-    byte state() {
-        byte stored = super.state();
-        return stored == STATE_OPERATIONAL && triesLeft == 0 ? STATE_BLOCKED : stored;
-    }
-
-    boolean readyToLock() {
-        return serialLength() != 0 && entryCount() > 0;
-    }
-
-    byte triesLeft() {
-        return triesLeft;
-    }
-
-    byte tryLimit() {
-        return retryLimit;
-    }
-
-    private short serialLength() {
-        return settings.bytes()[(short) (settings.current((short) 0) + SET_SN_LENGTH)];
+    private void sendInfo(APDU apdu) {
+        byte left = persistent.triesLeft;
+        common.sendInfo(apdu, state(), left < 0 ? 0 : left, persistent.retryLimit);
     }
 
     private void setSerial(APDU apdu) {
-        requireState(STATE_SETUP);
+        common.requireState(STATE_SETUP);
         byte[] buffer = apdu.getBuffer();
-        short length = receiveData(apdu);
+        short length = Common.receiveData(apdu);
         if (length < SN_MIN_BYTES || length > SN_MAX_BYTES) {
             ISOException.throwIt(SW_WRONG_LENGTH);
         }
+        RecordStore settings = persistent.settings;
         byte[] s = settings.bytes();
         short record = settings.beginChange((short) 0);
-        s[(short) (record + SET_SN_LENGTH)] = (byte) length;
-        Util.arrayFillNonAtomic(s, (short) (record + SET_SN), SN_MAX_BYTES, (byte) 0);
-        Util.arrayCopyNonAtomic(buffer, apdu.getOffsetCdata(), s, (short) (record + SET_SN), length);
+        s[(short) (record + SETTINGS_SN_LENGTH)] = (byte) length;
+        Util.arrayFillNonAtomic(s, (short) (record + SETTINGS_SN), SN_MAX_BYTES, (byte) 0);
+        Util.arrayCopyNonAtomic(buffer, apdu.getOffsetCdata(), s, (short) (record + SETTINGS_SN), length);
         settings.commit((short) 0);
     }
 
     private void defineSlot(APDU apdu) {
-        requireState(STATE_SETUP);
+        common.requireState(STATE_SETUP);
         byte[] buffer = apdu.getBuffer();
-        if (receiveData(apdu) != DEFINE_BYTES) {
+        if (Common.receiveData(apdu) != DEFINE_SLOT_BYTES) {
             ISOException.throwIt(SW_WRONG_LENGTH);
         }
         short data = apdu.getOffsetCdata();
-        byte ref = buffer[(short) (data + DEFINE_REF)];
-        byte keyLength = buffer[(short) (data + DEFINE_KEY_LENGTH)];
-        byte usage = buffer[(short) (data + DEFINE_USAGE)];
-        byte flags = buffer[(short) (data + DEFINE_FLAGS)];
-        if (!isReference(ref) || !AesEngine.isAesKeyLength(keyLength) || !isUsage(usage)
+        byte ref = buffer[(short) (data + DEFINE_SLOT_REF)];
+        byte keyLength = buffer[(short) (data + DEFINE_SLOT_KEY_LENGTH)];
+        byte usage = buffer[(short) (data + DEFINE_SLOT_USAGE)];
+        byte flags = buffer[(short) (data + DEFINE_SLOT_FLAGS)];
+        if (!Common.isReference(ref) || !AesEngine.isAesKeyLength(keyLength) || !Common.isUsage(usage)
                 || (byte) (flags & ~FLAGS_DEFINED) != 0) {
             ISOException.throwIt(SW_INCORRECT_DATA);
         }
-        short index = entryForDefinition(ref);
+        short index = common.entryForDefinition(ref);
+        common.requireSupported(keyLength);
 
-        byte[] e = entries.bytes();
-        short record = entries.beginChange(index);
-        Util.arrayFillNonAtomic(e, record, RECORD_BYTES, (byte) 0);
+        byte[] e = persistent.entries.bytes();
+        short record = common.beginEntry(index);
         e[(short) (record + ENTRY_REF)] = ref;
         e[(short) (record + ENTRY_STATE)] = ENTRY_EMPTY;
         e[(short) (record + ENTRY_KEY_LENGTH)] = keyLength;
         e[(short) (record + ENTRY_USAGE)] = usage;
         e[(short) (record + ENTRY_FLAGS)] = flags;
-        entries.commit(index);
+        common.commitEntry(index);
     }
 
     private void setRetryLimit(APDU apdu) {
-        requireState(STATE_SETUP);
+        common.requireState(STATE_SETUP);
         byte[] buffer = apdu.getBuffer();
-        if (receiveData(apdu) != 1) {
+        if (Common.receiveData(apdu) != 1) {
             ISOException.throwIt(SW_WRONG_LENGTH);
         }
         byte limit = buffer[apdu.getOffsetCdata()];
@@ -176,19 +205,22 @@ public final class EiApplet extends KeyloadApplet {
             ISOException.throwIt(SW_INCORRECT_DATA);
         }
         JCSystem.beginTransaction();
-        retryLimit = limit;
-        triesLeft = limit;
+        persistent.retryLimit = limit;
+        persistent.triesLeft = limit;
         JCSystem.commitTransaction();
     }
 
-    /** BLOCKED answers 6983 to GET CHALLENGE and IMPORT KEY; any other state but OPERATIONAL 6985. */
+    /**
+     * OPERATIONAL with a try left, else 6983 (BLOCKED) or 6985: what GET CHALLENGE and IMPORT KEY need.
+     * Each condition is checked twice.
+     */
     private void requireImportable() {
-        byte current = state();
-        if (current == STATE_BLOCKED) {
+        if (state() == STATE_BLOCKED) {
             ISOException.throwIt(SW_BLOCKED);
         }
-        if (current != STATE_OPERATIONAL) {
-            ISOException.throwIt(SW_CONDITIONS_NOT_SATISFIED);
+        common.requireState(STATE_OPERATIONAL);
+        if (persistent.triesLeft <= 0) {
+            ISOException.throwIt(SW_BLOCKED);
         }
     }
 
@@ -196,29 +228,43 @@ public final class EiApplet extends KeyloadApplet {
     private void getChallenge(APDU apdu) {
         requireImportable();
         short expected = apdu.setOutgoing();
-        if (expected != CHALLENGE_BYTES && expected != LE_MAX_SHORT) {
+        if (expected != CHALLENGE_BYTES && expected != LE_ANY) {
             ISOException.throwIt(SW_WRONG_LENGTH);
         }
-        random.generateData(challenge, (short) 0, CHALLENGE_BYTES);
-        challengeIssued[0] = true;
+        random.generateData(transients.challenge, (short) 0, CHALLENGE_BYTES);
+        transients.flags[FLAG_CHALLENGE_ISSUED] = true;
         apdu.setOutgoingLength(CHALLENGE_BYTES);
-        apdu.sendBytesLong(challenge, (short) 0, CHALLENGE_BYTES);
+        apdu.sendBytesLong(transients.challenge, (short) 0, CHALLENGE_BYTES);
     }
 
-    /** PROTOCOL.md §4.3, in its order. */
+    /** 63Cx with x the tries left (0 for a counter a fault drove below zero). */
+    private short triesStatus() {
+        byte left = persistent.triesLeft;
+        return (short) (SW_VERIFICATION_FAILED | (left < 0 ? 0 : left));
+    }
+
+    /** Spends one try, never below zero. */
+    private void spendTry() {
+        byte left = persistent.triesLeft;
+        persistent.triesLeft = left <= 0 ? 0 : (byte) (left - 1);
+    }
+
+    /** IMPORT KEY: PROTOCOL.md §4.3 in its order, with §8 amendment 4. */
     private void importKey(APDU apdu) {
+        // 1. OPERATIONAL, not BLOCKED.
         requireImportable();
         // 2. Take the challenge: it is spent whatever happens next.
-        if (!challengeIssued[0]) {
+        byte[] context = transients.context;
+        if (!transients.flags[FLAG_CHALLENGE_ISSUED]) {
             ISOException.throwIt(SW_CONDITIONS_NOT_SATISFIED);
         }
-        Util.arrayCopyNonAtomic(challenge, (short) 0, context, C_R, CHALLENGE_BYTES);
-        challengeIssued[0] = false;
-        Util.arrayFillNonAtomic(challenge, (short) 0, CHALLENGE_BYTES, (byte) 0);
+        Util.arrayCopyNonAtomic(transients.challenge, (short) 0, context, CONTEXT_R, CHALLENGE_BYTES);
+        transients.flags[FLAG_CHALLENGE_ISSUED] = false;
+        Util.arrayFillNonAtomic(transients.challenge, (short) 0, CHALLENGE_BYTES, (byte) 0);
 
         // 3. Shape of the block.
         byte[] buffer = apdu.getBuffer();
-        short length = receiveData(apdu);
+        short length = Common.receiveData(apdu);
         short block = apdu.getOffsetCdata();
         if (length < HEADER_BYTES) {
             ISOException.throwIt(SW_WRONG_LENGTH);
@@ -234,30 +280,41 @@ public final class EiApplet extends KeyloadApplet {
             ISOException.throwIt(SW_WRONG_LENGTH);
         }
 
-        // 4-5. Spend a try, then check CAS; nothing is decrypted unless it matches.
-        triesLeft--;
-        byte ref2 = buffer[(short) (block + HDR_REF2)];
-        context[C_REF2] = ref2;
-        byte[] s = settings.bytes();
-        short record = settings.current((short) 0);
-        deriveOperationKeys(s, (short) (record + SET_SN), s[(short) (record + SET_SN_LENGTH)]);
-        short tLength = transportKeyLength();
-        aes.cmac(secrets, S_K_MAC, tLength, buffer, block, (short) (cas - block), secrets, S_CHECK);
-        if (!AesEngine.equalInConstantTime(secrets, S_CHECK, buffer, cas, CAS_BYTES)) {
-            ISOException.throwIt((short) (SW_VERIFICATION_FAILED | triesLeft));
+        // 4. Spend a try before checking (a second look at the counter: a skipped BLOCKED check stops here).
+        byte triesBefore = persistent.triesLeft;
+        if (triesBefore <= 0) {
+            ISOException.throwIt(SW_BLOCKED);
         }
-        // 6. A good MAC gives the tries back.
-        if (triesLeft != retryLimit) {
-            triesLeft = retryLimit;
+        persistent.triesLeft = (byte) (triesBefore - 1);
+
+        // 5. CAS, in constant time; nothing is decrypted unless it matches.
+        byte[] secrets = transients.secrets;
+        byte ref2 = buffer[(short) (block + HDR_REF2)];
+        context[CONTEXT_REF2] = ref2;
+        byte[] s = persistent.settings.bytes();
+        short settings = persistent.settings.current((short) 0);
+        common.deriveOperationKeys(s, (short) (settings + SETTINGS_SN), s[(short) (settings + SETTINGS_SN_LENGTH)]);
+        short tLength = persistent.transportKeyLength();
+        aes.cmac(aes.load(secrets, SECRET_K_MAC, tLength), buffer, block, (short) (cas - block), secrets, SECRET_CHECK);
+        short casVerdict = AesEngine.difference(secrets, SECRET_CHECK, buffer, cas, CAS_BYTES);
+        if (casVerdict != 0) {
+            ISOException.throwIt(triesStatus());
+        }
+        // 6. A good CAS gives the try back (written only when it changed).
+        if (casVerdict == 0 && persistent.triesLeft != persistent.retryLimit) {
+            persistent.triesLeft = persistent.retryLimit;
         }
 
         // 7. The slot.
-        short index = findEntry(ref2);
+        short index = common.findEntry(ref2);
         if (index < 0) {
             ISOException.throwIt(SW_REFERENCE_NOT_FOUND);
         }
-        byte[] e = entries.bytes();
-        short slot = entries.current(index);
+        byte[] e = persistent.entries.bytes();
+        short slot = persistent.entries.current(index);
+        if (e[(short) (slot + ENTRY_REF)] != ref2) {
+            ISOException.throwIt(SW_REFERENCE_NOT_FOUND); // the search looked again: a skipped compare in it
+        }
         if ((byte) (e[(short) (slot + ENTRY_FLAGS)] & FLAG_ACCEPTS_IMPORT) == 0) {
             ISOException.throwIt(SW_COMMAND_NOT_ALLOWED);
         }
@@ -266,62 +323,112 @@ public final class EiApplet extends KeyloadApplet {
             ISOException.throwIt(SW_INCORRECT_DATA);
         }
 
-        // 8. Decrypt, then check padding and SAS.
-        aes.cbc(Cipher.MODE_DECRYPT, secrets, S_K_ENC, tLength, buffer, (short) (block + HEADER_BYTES), padded,
-                secrets, S_KEY);
-        for (short i = keyLength; i < padded; i++) {
-            if (secrets[(short) (S_KEY + i)] != 0) {
-                ISOException.throwIt(SW_INCORRECT_DATA);
-            }
+        // 8. Decrypt (after a second look at the CAS verdict), then check padding and SAS.
+        if (casVerdict != 0) {
+            ISOException.throwIt(triesStatus());
         }
-        aes.kcv8(secrets, S_KEY, keyLength, secrets, S_CHECK);
-        if (!AesEngine.equalInConstantTime(secrets, S_CHECK, buffer, sas, SAS_BYTES)) {
-            triesLeft--;
+        aes.cbc(aes.load(secrets, SECRET_K_ENC, tLength), Cipher.MODE_DECRYPT, buffer,
+                (short) (block + HEADER_BYTES), padded, secrets, SECRET_KEY);
+        short paddingVerdict = 0;
+        for (short i = keyLength; i < padded; i++) {
+            paddingVerdict = (short) (paddingVerdict | secrets[(short) (SECRET_KEY + i)]);
+        }
+        if (paddingVerdict != 0) {
+            ISOException.throwIt(SW_INCORRECT_DATA);
+        }
+        aes.kcv8(aes.load(secrets, SECRET_KEY, keyLength), secrets, SECRET_CHECK);
+        short sasVerdict = AesEngine.difference(secrets, SECRET_CHECK, buffer, sas, SAS_BYTES);
+        if (sasVerdict != 0) {
+            spendTry();
             ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
         }
 
-        // 9. Versions only move forward; the same version is accepted again only for the same key.
+        // 9. Versions only move forward; the same version is accepted again only for the same key, compared
+        //    whole and in constant time (§8 amendment 4).
         short version = Util.getShort(buffer, (short) (block + HDR_VERSION));
         short current = Util.getShort(e, (short) (slot + ENTRY_VERSION));
-        if (version == 0 || unsignedLess(version, current)) {
+        if (version == 0 || Common.unsignedLess(version, current)) {
             ISOException.throwIt(SW_INCORRECT_DATA);
         }
         if (version == current) {
-            if (e[(short) (slot + ENTRY_STATE)] != ENTRY_LOADED
-                    || !AesEngine.equalInConstantTime(secrets, S_CHECK, e, (short) (slot + ENTRY_KCV), KCV_BYTES)) {
+            if (e[(short) (slot + ENTRY_STATE)] != ENTRY_LOADED) {
+                ISOException.throwIt(SW_INCORRECT_DATA);
+            }
+            persistent.entryKey(slot).getKey(secrets, SECRET_STORED_KEY);
+            if (AesEngine.difference(secrets, SECRET_KEY, secrets, SECRET_STORED_KEY, keyLength) != 0) {
                 ISOException.throwIt(SW_INCORRECT_DATA);
             }
             return;
         }
 
-        // 10. Store key, version, usage and KCV in one atomic step.
-        short changed = entries.beginChange(index);
+        // 10. Every decision once more before the store, in another form: one skipped branch above does not
+        //     store a key.
+        if ((short) (casVerdict | paddingVerdict | sasVerdict) != 0) {
+            spendTry();
+            ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
+        }
+        if ((byte) (e[(short) (slot + ENTRY_FLAGS)] & FLAG_ACCEPTS_IMPORT) != FLAG_ACCEPTS_IMPORT) {
+            ISOException.throwIt(SW_COMMAND_NOT_ALLOWED);
+        }
+        if ((short) (version ^ (short) 0x8000) <= (short) (current ^ (short) 0x8000)) {
+            ISOException.throwIt(SW_INCORRECT_DATA);
+        }
+        // The key into a key object no record names, then the slot record naming it: old or new, whole.
+        byte handle = persistent.storeKey(secrets, SECRET_KEY, keyLength);
+        short changed = persistent.entries.beginChange(index);
         e[(short) (changed + ENTRY_STATE)] = ENTRY_LOADED;
         Util.setShort(e, (short) (changed + ENTRY_VERSION), version);
-        Util.arrayCopyNonAtomic(secrets, S_CHECK, e, (short) (changed + ENTRY_KCV), KCV_BYTES);
-        Util.arrayCopyNonAtomic(secrets, S_KEY, e, (short) (changed + REC_KEY), keyLength);
-        entries.commit(index);
+        Util.arrayCopyNonAtomic(secrets, SECRET_CHECK, e, (short) (changed + ENTRY_KCV), KCV_BYTES);
+        e[(short) (changed + RECORD_KEY)] = handle;
+        common.commitEntry(index);
         // 11. T1, K_enc, K_mac and the key are wiped by process() after every command.
     }
 
+    /**
+     * INTERNAL AUTHENTICATE: AES-CMAC under the slot's key. Served by a BLOCKED EI too (§8 amendment 1).
+     * Input laid out as a KDF block of PROTOCOL.md §2 is refused with 6A80 ({@link #isKdfInput}): it
+     * would let a caller compute KDF(TA, 0x20, SN') = TA_unit of another unit from an undiversified slot
+     * key (docs/PROTOCOL.md §7).
+     */
     private void internalAuthenticate(APDU apdu) {
-        requireState(STATE_OPERATIONAL);
+        common.requireState(STATE_OPERATIONAL);
         byte[] buffer = apdu.getBuffer();
-        short length = receiveData(apdu);
+        short length = Common.receiveData(apdu);
+        short data = apdu.getOffsetCdata();
         if (length < 1 || length > MAX_AUTHENTICATE_BYTES) {
             ISOException.throwIt(SW_WRONG_LENGTH);
         }
-        short index = findEntry(buffer[ISO7816.OFFSET_P2]);
-        byte[] e = entries.bytes();
-        short slot = index < 0 ? 0 : entries.current(index);
+        short index = common.findEntry(buffer[ISO7816.OFFSET_P2]);
+        byte[] e = persistent.entries.bytes();
+        short slot = index < 0 ? 0 : persistent.entries.current(index);
         if (index < 0 || e[(short) (slot + ENTRY_STATE)] != ENTRY_LOADED) {
             ISOException.throwIt(SW_REFERENCE_NOT_FOUND);
         }
         if (e[(short) (slot + ENTRY_USAGE)] != USAGE_AUTHENTICATE) {
             ISOException.throwIt(SW_CONDITIONS_NOT_SATISFIED);
         }
-        aes.cmac(e, (short) (slot + REC_KEY), e[(short) (slot + ENTRY_KEY_LENGTH)],
-                buffer, apdu.getOffsetCdata(), length, buffer, (short) 0);
+        if (length >= KDF_CONTEXT && isKdfInput(buffer, data)) {
+            ISOException.throwIt(SW_INCORRECT_DATA);
+        }
+        AESKey key = persistent.entryKey(slot);
+        aes.cmac(key, buffer, data, length, buffer, (short) 0);
         apdu.setOutgoingAndSend((short) 0, BLOCK_BYTES);
+    }
+
+    /**
+     * Whether the 16 bytes at {@code offset} are the fixed part of a KDF input block (PROTOCOL.md §2): 11
+     * zero bytes, one of keyload's labels, 00, an output length of 128, 192 or 256 bits, any counter.
+     */
+    private static boolean isKdfInput(byte[] buffer, short offset) {
+        short zeros = 0;
+        for (short i = 0; i < KDF_LABEL; i++) {
+            zeros = (short) (zeros | buffer[(short) (offset + i)]);
+        }
+        byte label = buffer[(short) (offset + KDF_LABEL)];
+        short bits = Util.getShort(buffer, (short) (offset + KDF_LENGTH));
+        return zeros == 0 && buffer[(short) (offset + KDF_SEPARATOR)] == 0
+                && (label == LABEL_T1 || label == LABEL_K_ENC || label == LABEL_K_MAC || label == LABEL_UNIT)
+                && (bits == (short) (AES_128_BYTES * 8) || bits == (short) (AES_192_BYTES * 8)
+                || bits == (short) (AES_256_BYTES * 8));
     }
 }

@@ -8,10 +8,10 @@ import javacard.framework.Util;
  * <p>Every record has two copies. A change is written into the copy nobody reads (the shadow) and made
  * current by one single-byte write, which a Java Card performs atomically. A command cut short at any
  * point therefore leaves the old record or the new one, never a mix; this holds even on a runtime that
- * does not roll transactions back (jCardSim). After the switch the old copy is wiped, so a replaced key
- * does not linger in EEPROM.
+ * does not roll transactions back (jCardSim). Records hold no key bytes (keys live in {@link KeyPool}), so
+ * the replaced copy is left as it is: wiping it would only cost EEPROM writes.
  */
-final class RecordStore {
+public final class RecordStore {
 
     private final byte[] copies;
     /** Per record: which of its two copies is current (0 or 1). */
@@ -31,10 +31,6 @@ final class RecordStore {
         return copies;
     }
 
-    short count() {
-        return recordCount;
-    }
-
     /** Offset of the current copy of record {@code index}. */
     short current(short index) {
         return offsetOf(currentCopy[index], index);
@@ -50,10 +46,9 @@ final class RecordStore {
         return shadow;
     }
 
-    /** Makes the shadow current with one atomic byte write, then wipes the replaced copy. */
+    /** Makes the shadow current with one atomic byte write. */
     void commit(short index) {
         currentCopy[index] = (byte) (currentCopy[index] ^ 1);
-        Util.arrayFillNonAtomic(copies, offsetOf((byte) (currentCopy[index] ^ 1), index), recordBytes, (byte) 0);
     }
 
     private short offsetOf(byte copy, short index) {

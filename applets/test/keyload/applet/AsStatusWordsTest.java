@@ -111,11 +111,24 @@ public class AsStatusWordsTest {
         refused(as, 0x6983, Hex.decode("002000810431323334"));
     }
 
+    /** PROTOCOL.md §8 amendment 2 (v1 spent a try here). */
     @Test
-    public void aVerifyWithoutPinCostsATry() {
+    public void aVerifyWithoutDataAsksAndSpendsNothing() {
         Card as = lockedAs();
-        refusedSpendingATry(as, 0x63C2, Hex.decode("00200081"));
-        assertEquals(2, as.info()[7]);
+        refused(as, 0x63C3, Hex.decode("00200081"));
+        refused(as, 0x63C3, Hex.decode("0020008100"));  // Lc = 0 is no data either
+        Setup.verify(as, Setup.PIN);
+        assertEquals(0x9000, as.send("00200081").sw);
+        assertEquals(3, as.info()[7]);
+        as.select();                                   // a new selection forgets the verification
+        refused(as, 0x63C3, Hex.decode("00200081"));
+        byte[] wrong = Hex.decode("002000810439393939");
+        refusedSpendingATry(as, 0x63C2, wrong);
+        refused(as, 0x63C2, Hex.decode("00200081"));
+        refusedSpendingATry(as, 0x63C1, wrong);
+        refusedSpendingATry(as, 0x63C0, wrong);
+        refused(as, 0x6983, Hex.decode("00200081"));
+        assertEquals(0, as.info()[7]);
     }
 
     @Test

@@ -37,6 +37,10 @@ final class Card {
         void activate() {
             activateSimulatorRuntimeInstance();
         }
+
+        byte[] apduBuffer() {
+            return shortAPDU.getBuffer();
+        }
     }
 
     private final Runtime runtime = new Runtime();
@@ -64,6 +68,11 @@ final class Card {
     Applet applet() {
         runtime.activate();
         return runtime.applet(aid);
+    }
+
+    /** The APDU buffer as the last command left it (jCardSim clears it only when the next APDU comes). */
+    byte[] apduBuffer() {
+        return runtime.apduBuffer().clone();
     }
 
     Response select() {

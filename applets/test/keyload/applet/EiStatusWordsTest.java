@@ -154,6 +154,7 @@ public class EiStatusWordsTest {
     @Test
     public void retriesRunOutAndTheCardStaysBlocked() {
         Card ei = lockedEi();
+        assertEquals(0x9000, ei.send(validImport(ei, SLOT, 1, 1, TA)).sw);
         ei.ok(ei.send("0084000010"));
         for (int left = 9; left >= 0; left--) {
             byte[] tampered = validImport(ei, SLOT, 1, 1, TA);
@@ -163,7 +164,11 @@ public class EiStatusWordsTest {
         assertEquals((byte) 0xFF, ei.info()[2]);
         refused(ei, 0x6983, "0084000010");
         refused(ei, 0x6983, "804C000000");
-        refused(ei, 0x6985, "0088000101" + "00");
+        // PROTOCOL.md §8 amendment 1: a BLOCKED EI keeps serving the keys it holds (v1 answered 6985).
+        byte[] data = Hex.decode("0011223344");
+        assertEquals(Hex.encode(RefCrypto.cmac(TA, data)),
+                Hex.encode(ei.ok(ei.command(0x00, 0x88, 0x00, SLOT, data, true))));
+        refused(ei, 0x6A88, "0088000301" + "00");    // the MAC slot is empty
         ei.powerCycle();
         assertEquals((byte) 0xFF, ei.info()[2]);
         refused(ei, 0x6983, "0084000010");

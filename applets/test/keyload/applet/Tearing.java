@@ -46,6 +46,7 @@ final class Tearing {
     static int tearAtEveryWrite(Supplier<Attempt> prepare, Check check) {
         int total = counted(prepare);
         assertTrue("a command that stores something writes persistent memory", total > 0);
+        System.out.println("tearing: " + total + " persistent writes in " + caller());
         for (int k = 1; k <= total; k++) {
             Attempt attempt = prepare.get();
             PowerCut.arm(k);
@@ -61,6 +62,15 @@ final class Tearing {
             check.after(attempt.card, k);
         }
         return total;
+    }
+
+    private static String caller() {
+        for (StackTraceElement frame : new Throwable().getStackTrace()) {
+            if (frame.getMethodName().startsWith("a") || frame.getMethodName().startsWith("the")) {
+                return frame.getClassName().replaceAll(".*\\.", "") + "." + frame.getMethodName();
+            }
+        }
+        return "?";
     }
 
     /** The persistent writes of the whole command when nothing cuts it; it must succeed. */

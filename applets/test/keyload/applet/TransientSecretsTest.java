@@ -15,8 +15,8 @@ import org.junit.Test;
 
 /**
  * Every field that can hold a derived or decrypted secret (T1, K_enc, K_mac, TA_unit, the plain key,
- * CMAC subkeys and state) is transient and all-zero after each command, whatever its outcome; every key
- * object is a transient one and cleared.
+ * CMAC subkeys and state) is transient and all-zero after each command, whatever its outcome; every
+ * transient key object is cleared; the persistent key objects hold T and the stored keys and nothing else.
  */
 public class TransientSecretsTest {
 
@@ -37,15 +37,62 @@ public class TransientSecretsTest {
         return found;
     }
 
-    /** Checks the applet and its AES engine; returns how many secret holders were checked. */
-    private static int checkWiped(Card card, String after) throws IllegalAccessException {
-        int checked = 0;
+    /** The applet's fields and those of the objects it is composed of (Common, Transients, AesEngine). */
+    private static List<Object[]> appletFields(Card card) throws IllegalAccessException {
         List<Object[]> all = fields(card.applet());
         for (Object[] field : new ArrayList<>(all)) {
-            if (field[1] instanceof AesEngine) {
+            if (field[1] instanceof Transients || field[1] instanceof AesEngine) {
                 all.addAll(fields(field[1]));
             }
         }
+        // AesEngine names the working memory of Transients too: each holder once.
+        List<Object[]> distinct = new ArrayList<>();
+        java.util.Set<Object> seen = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+        for (Object[] field : all) {
+            if (field[1] == null || !(field[1] instanceof byte[] || field[1] instanceof AESKey) || seen.add(field[1])) {
+                distinct.add(field);
+            }
+        }
+        return distinct;
+    }
+
+    /** Persistent key objects holding a key: exactly T and one per loaded entry, no orphan. */
+    private static void checkNoOrphanKey(Card card, String after) throws IllegalAccessException {
+        int initialized = 0;
+        for (Object[] field : fields(((Persistent) field(card, "persistent")).keys)) {
+            if (field[1] instanceof AESKey[]) {
+                for (AESKey key : (AESKey[]) field[1]) {
+                    assertEquals(KeyBuilder.TYPE_AES, key.getType());
+                    initialized += key.isInitialized() ? 1 : 0;
+                }
+            }
+        }
+        byte[] list = card.listKeys();
+        int loaded = 0;
+        for (int i = 0; i < list.length; i += 14) {
+            loaded += list[i + 1];
+        }
+        int transportKey = card.info()[3] != 0 ? 1 : 0;
+        assertEquals("key objects holding a key after " + after, loaded + transportKey, initialized);
+    }
+
+    private static Object field(Card card, String name) throws IllegalAccessException {
+        for (Object[] field : fields(card.applet())) {
+            if (field[0].equals(name)) {
+                return field[1];
+            }
+        }
+        throw new AssertionError("no field " + name);
+    }
+
+    /**
+     * Checks the applet's transient memory and transient key objects; returns how many secret holders were
+     * checked. Persistent key objects (the key pool) hold T and the keys, and nothing else.
+     */
+    private static int checkWiped(Card card, String after) throws IllegalAccessException {
+        int checked = 0;
+        checkNoOrphanKey(card, after);
+        List<Object[]> all = appletFields(card);
         for (Object[] field : all) {
             String name = (String) field[0];
             Object value = field[1];
@@ -67,7 +114,7 @@ public class TransientSecretsTest {
     }
 
     private static void assertTransient(Card card, String... names) throws IllegalAccessException {
-        List<Object[]> all = fields(card.applet());
+        List<Object[]> all = appletFields(card);
         for (String name : names) {
             boolean seen = false;
             for (Object[] field : all) {
@@ -86,8 +133,8 @@ public class TransientSecretsTest {
         Card as = cardSet.as;
         Card ei = CardSet.ei(Hex.decode("0123456789ABCDEFFEDCBA9876543210"));
         assertTransient(as, "secrets", "context");
-        assertTransient(ei, "secrets", "context", CHALLENGE, "challengeIssued");
-        // AS and EI secrets, plus the three key objects and the working memory of each engine.
+        assertTransient(ei, "secrets", "context", CHALLENGE, "flags");
+        // Secrets, context and the engine's working memory, plus the three transient key objects.
         int expectedHolders = 2 + 3 + 1;
 
         for (int[] load : new int[][] {{CardSet.REF_AUTH, CardSet.SLOT_AUTH}, {CardSet.REF_MAC, CardSet.SLOT_MAC},

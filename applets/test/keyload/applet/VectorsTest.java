@@ -45,9 +45,9 @@ public class VectorsTest {
             Card ei = Setup.operationalEi(v.bytes("T"), v.bytes("SN"), v.number("REF2"), ta.length, v.number("usage"));
             // A card draws R itself; to replay the vector, the test overwrites the drawn R with the vector's.
             Setup.challenge(ei);
-            Field challenge = EiApplet.class.getDeclaredField("challenge");
-            challenge.setAccessible(true);
-            byte[] r = (byte[]) challenge.get(ei.applet());
+            Field transients = EiApplet.class.getDeclaredField("transients");
+            transients.setAccessible(true);
+            byte[] r = ((Transients) transients.get(ei.applet())).challenge;
             System.arraycopy(v.bytes("R"), 0, r, 0, 16);
 
             Card.Response response = ei.send(v.bytes("IMPORT_KEY_to_EI"));

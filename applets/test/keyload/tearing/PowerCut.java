@@ -3,6 +3,8 @@ package keyload.tearing;
 import javacard.framework.APDU;
 import javacard.framework.JCSystem;
 import javacard.framework.Util;
+import javacard.security.AESKey;
+import javacard.security.KeyBuilder;
 
 /**
  * Cuts a card's power in the middle of a command, at its k-th write to persistent memory.
@@ -10,7 +12,8 @@ import javacard.framework.Util;
  * <p>{@link TornAppletLoader} rewrites the applet classes so that every write they make goes through here:
  * each {@code bastore} and {@code sastore}, each {@code putfield} of an applet field, and the
  * {@code Util} calls that write arrays, which are redone byte by byte (a card may tear between any two
- * bytes of a non-atomic copy). A write into a transient array or into the APDU buffer is not counted:
+ * bytes of a non-atomic copy), and {@code setKey} and {@code clearKey} of persistent key objects, one write
+ * per key byte (a torn one leaves the object holding a mix of old and new bytes). A write into a transient array or into the APDU buffer is not counted:
  * it does not survive a power loss anyway. When armed, the k-th persistent write is not made: {@link Lost}
  * is thrown instead, and from then on every further persistent write too, as nothing runs on a card
  * without power. The test then resets the simulator, which clears transient memory as a power loss does.
@@ -124,6 +127,56 @@ public final class PowerCut {
             bastore(array, offset + i, value);
         }
         return (short) (offset + length);
+    }
+
+    /** Replaces {@link AESKey#setKey}: one write per byte of a persistent key object. */
+    public static void setKey(Object object, byte[] data, short offset) {
+        AESKey key = (AESKey) object;
+        if (cutAt == NEVER || isTransient(key)) {
+            key.setKey(data, offset);
+            return;
+        }
+        byte[] bytes = current(key);
+        for (int i = 0; i < bytes.length; i++) {
+            tearKey(key, bytes);
+            bytes[i] = data[offset + i];
+        }
+        key.setKey(data, offset);
+    }
+
+    /** Replaces {@link AESKey#clearKey}: one write per byte of a persistent key object. */
+    public static void clearKey(Object object) {
+        AESKey key = (AESKey) object;
+        if (cutAt == NEVER || isTransient(key)) {
+            key.clearKey();
+            return;
+        }
+        byte[] bytes = current(key);
+        for (int i = 0; i < bytes.length; i++) {
+            tearKey(key, bytes);
+            bytes[i] = 0;
+        }
+        key.clearKey();
+    }
+
+    private static boolean isTransient(AESKey key) {
+        return key.getType() != KeyBuilder.TYPE_AES;
+    }
+
+    private static byte[] current(AESKey key) {
+        byte[] bytes = new byte[key.getSize() / 8];
+        if (key.isInitialized()) {
+            key.getKey(bytes, (short) 0);
+        }
+        return bytes;
+    }
+
+    /** Counts one key byte written; at the cut, leaves the key holding {@code bytes} as written so far. */
+    private static void tearKey(AESKey key, byte[] bytes) {
+        if (writes + 1 >= cutAt) {
+            key.setKey(bytes, (short) 0);
+        }
+        fieldWrite();
     }
 
     /** Replaces {@link Util#setShort}: two writes. */

@@ -13,7 +13,8 @@ import org.objectweb.asm.Type;
 
 /**
  * Loads the applet classes (package {@code keyload.applet}, from the class files the build made for the
- * converter) with every persistent write routed through {@link PowerCut}. The rewriting happens here, in
+ * converter) with every persistent write routed through {@link PowerCut}, key objects' {@code setKey} and
+ * {@code clearKey} included. The rewriting happens here, in
  * the test, so the applets themselves carry no test code: the CAP and the lint see the classes as built.
  *
  * <p>Everything else (the Java Card API of jCardSim, {@link PowerCut}) comes from the parent loader, so the
@@ -27,6 +28,7 @@ public final class TornAppletLoader extends ClassLoader {
     private static final Set<String> UTIL_WRITES = Set.of("arrayCopy", "arrayCopyNonAtomic", "arrayFillNonAtomic",
             "setShort");
     private static final String CONSTRUCTOR = "<init>";
+    private static final String AES_KEY = "javacard/security/AESKey";
 
     public TornAppletLoader() {
         super(TornAppletLoader.class.getClassLoader());
@@ -115,6 +117,14 @@ public final class TornAppletLoader extends ClassLoader {
 
         @Override
         public void visitMethodInsn(int opcode, String owner, String name, String descriptor, boolean isInterface) {
+            if (AES_KEY.equals(owner) && name.equals("setKey")) {
+                super.visitMethodInsn(Opcodes.INVOKESTATIC, HOOK, "setKey", "(Ljava/lang/Object;[BS)V", false);
+                return;
+            }
+            if (AES_KEY.equals(owner) && name.equals("clearKey")) {
+                super.visitMethodInsn(Opcodes.INVOKESTATIC, HOOK, "clearKey", "(Ljava/lang/Object;)V", false);
+                return;
+            }
             boolean utilWrite = opcode == Opcodes.INVOKESTATIC && UTIL.equals(owner) && UTIL_WRITES.contains(name);
             super.visitMethodInsn(opcode, utilWrite ? HOOK : owner, name, descriptor, isInterface);
         }
