@@ -30,6 +30,7 @@ from .protocol import (
     LifeCycle,
     ProtocolError,
     block_sas,
+    kcv_text,
 )
 from .secret_sources import Secret
 from .transport import TransportError
@@ -122,7 +123,7 @@ def _refs(refs: Iterable[int]) -> str:
 
 
 def _kcv(value: bytes) -> str:
-    return value.hex().upper()
+    return kcv_text(value)
 
 
 def read_as(card: AsCard) -> tuple[Info, dict[int, KeyEntry]]:

@@ -47,7 +47,7 @@ from keyload_host import crypto
 from keyload_host.audit import EVENT_KEY, EVENT_PREFLIGHT_REFUSED
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.cli import main
-from keyload_host.protocol import EXPORT_LIMIT_UNLIMITED, LifeCycle, Usage
+from keyload_host.protocol import EXPORT_LIMIT_UNLIMITED, LifeCycle, Usage, kcv_text
 from keyload_host.transport import Pcsc
 from keyload_host.workflow import Outcome
 from keyload_station import supervisor as station
@@ -358,7 +358,7 @@ def test_the_audit_log_has_one_record_per_load(card_set: CardSet) -> None:
         (spec,) = (spec for spec in APP_KEYS if spec.ref1 == record["ref1"])
         assert (record["version"], record["kcv"]) == (
             spec.version,
-            _hex(crypto.kcv(card_set.unit_key(spec, ei.serial))),
+            kcv_text(crypto.kcv(card_set.unit_key(spec, ei.serial))),
         )
 
 
@@ -435,8 +435,8 @@ def test_refuses_an_ei_of_another_set(card_set: CardSet, good_ei: bytes) -> None
         "other-set",
         [
             f"{_ei_name(serial, EI_READER_A)} belongs to another set",
-            f"its transport key KCV is {_hex(crypto.kcv(other_key))}",
-            f"the AS has {_hex(crypto.kcv(transport_key))}",
+            f"its transport key KCV is {kcv_text(crypto.kcv(other_key))}",
+            f"the AS has {kcv_text(crypto.kcv(transport_key))}",
         ],
         other_secrets={"the other set's T": other_key},
     )
