@@ -17,9 +17,10 @@ from .audit import (
     EVENT_KEY,
     EVENT_PREFLIGHT_REFUSED,
     AuditSink,
+    as_identity,
 )
 from .cards import AsCard, EiCard
-from .config import Load, check_loads
+from .config import USAGE_SHORT, Load, check_loads
 from .errors import KeyloadError
 from .protocol import (
     KCV_LENGTH,
@@ -315,6 +316,9 @@ class _CardRun:
         self.on_result = on_result
         self.results: list[LoadResult] = []
         self.stop_reason = ""
+        # audit: which AS, and which loads it counted an export for (the export cross-check)
+        self.as_id = as_identity(session.info, session.keys.values())
+        self.exported: set[Load] = set()
 
     def report(self, result: LoadResult) -> None:
         self.results.append(result)
@@ -329,6 +333,10 @@ class _CardRun:
             result=result.outcome.value,
             sw=None if result.sw is None else f"{result.sw:04X}",
             message=result.reason or None,
+            usage=USAGE_SHORT[self.session.keys[result.load.ref1].usage],
+            kcv_t=_kcv(self.ei.info.transport_kcv),
+            as_id=self.as_id,
+            exported=result.load in self.exported,
         )
         if self.on_result:
             self.on_result(result)
@@ -395,6 +403,7 @@ class _CardRun:
         except (ProtocolError, TransportError) as error:
             self.as_lost(str(error))
         self.session.count_export(load.ref1)
+        self.exported.add(load)
         return block
 
     def as_lost(self, message: str) -> NoReturn:

@@ -286,7 +286,7 @@ def test_personalize_with_a_job_file_and_audit(fake_readers, tmp_path: Path) -> 
     )
     assert result.exit_code == 0, result.output
     events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
-    assert events == ["session_start", "key", "session_end"]
+    assert events == ["log_start", "session_start", "key", "session_end"]
     assert PIN.decode() not in audit.read_text()
 
 

@@ -564,6 +564,7 @@ def test_watch_mode_serves_cards_as_they_are_inserted(card_set: CardSet) -> None
             assert slots[spec.ref2].kcv == crypto.kcv(card_set.unit_key(spec, serial))
     records = _audit_records(audit_path)
     assert [record["event"] for record in records] == [
+        "log_start",
         "session_start",
         *["key"] * 3 * len(WATCH_KEYS),
         "session_end",

@@ -297,7 +297,7 @@ def test_pcscd_restarted_mid_batch_stops_it_clearly_and_changes_nothing(
     assert "Traceback" not in stderr_text
     assert "pcscd" in stderr_text or "reset" in stderr_text or "removed" in stderr_text
     records = batch.records()
-    assert records[0]["event"] == EVENT_SESSION_START
+    assert records[1]["event"] == EVENT_SESSION_START  # records[0]: the log's start record
     assert records[-1]["event"] == EVENT_SESSION_END and records[-1]["result"] == "failed"
     assert not key_records(records) or all(
         result == "failed" for (_sn, _load, result) in key_records(records)
