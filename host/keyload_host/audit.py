@@ -11,7 +11,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,10 +36,12 @@ FIELDS = (
     "kcv_t",
     "as_id",
     "exported",
+    "diversify",
 )
 """The fields a record may carry besides ``time`` and ``event``: ``kcv`` and ``kcv_t`` (the EI's
 transport key) are check values with their method (``cmac-aes:53E107``), ``as_id`` names the AS
-(``as_identity``), ``exported`` is true when the AS counted an export for this key record."""
+(``as_identity``), ``exported`` is true when the AS counted an export for this key record,
+``diversify`` when the key is diversified per unit (its KCV differs in every unit)."""
 
 CONTEXT_FIELDS = ("station", "run")
 """What the log itself adds to every record: the station (host name, or the name given) and the
@@ -140,6 +142,8 @@ class AuditLog:
         """The records of the group being written, None outside a group."""
         self.head: tuple[str, int, str] | None = None
         """(log id, sequence, hash) of the last record this log wrote: the chain's head."""
+        self.on_written: Callable[[list[bytes]], None] | None = None
+        """Called with the lines of every write once they are durable (the inventory's feed)."""
 
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
         """Write one record and make it durable (inside ``group()``: when the group ends);
@@ -234,6 +238,8 @@ class AuditLog:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         except OSError as error:
             raise AuditError(f"{self.path}: cannot write the audit log: {error.strerror}") from None
+        if self.on_written is not None:
+            self.on_written([line for line in lines if line])
 
     def close(self) -> None:
         if self._fd is not None:

@@ -337,6 +337,7 @@ class _CardRun:
             kcv_t=_kcv(self.ei.info.transport_kcv),
             as_id=self.as_id,
             exported=result.load in self.exported,
+            diversify=self.session.keys[result.load.ref1].diversify,
         )
         if self.on_result:
             self.on_result(result)

@@ -27,6 +27,8 @@ GLUE = {
     "workflow",
     "audit",
     "audit_chain",
+    "inventory",
+    "migrations",
     "doctor",
 }
 

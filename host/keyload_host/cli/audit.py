@@ -12,6 +12,7 @@ import click
 from .. import audit_chain
 from ..audit import as_identity
 from ..cards import AsCard, EiCard
+from ..inventory import open_store
 from . import options
 from .options import READER_HELP
 
@@ -74,7 +75,15 @@ def audit() -> None:
     help="Compare the slots of the EI in this reader with the logs; repeat for several. "
     + READER_HELP,
 )
-def verify(files: tuple[Path, ...], as_reader: str | None, ei_readers: tuple[str, ...]) -> None:
+@click.option(
+    "--store",
+    metavar="URL",
+    help="Compare with the chain heads this inventory holds (sqlite:///path or "
+    "postgresql://...): finds a tail cut off or a log rewritten up to the last sync.",
+)
+def verify(
+    files: tuple[Path, ...], as_reader: str | None, ei_readers: tuple[str, ...], store: str | None
+) -> None:
     """Verify audit logs' hash chains and cross-check them.
 
     Every record must carry the hash of the line before it, its log's id and the next sequence
@@ -91,6 +100,8 @@ def verify(files: tuple[Path, ...], as_reader: str | None, ei_readers: tuple[str
         records += report.records
         click.echo(_chain_line(report))
         problems += [str(problem) for problem in report.problems]
+    if store:
+        problems += _store_check(store, reports)
     if as_reader:
         problems += _as_check(as_reader, records)
     for reader in ei_readers:
@@ -101,3 +112,14 @@ def verify(files: tuple[Path, ...], as_reader: str | None, ei_readers: tuple[str
         click.echo(f"not verified: {len(problems)} problem(s)")
         sys.exit(1)
     click.echo("verified")
+
+
+def _store_check(store: str, reports: list[audit_chain.ChainReport]) -> list[str]:
+    problems = []
+    with open_store(store) as opened:
+        heads = opened.chain_heads()
+    for report in reports:
+        problems += [str(problem) for problem in audit_chain.compare_heads(report, heads)]
+        for log in audit_chain.unknown_logs(report, heads):
+            click.echo(f"{report.path}: log {log} is not in the inventory (inventory sync)")
+    return problems

@@ -20,6 +20,7 @@ from ..secret_sources import Secret, SecretKind, SecretSource, load_secret
 from ..tables import format_table
 from ..transport import Pcsc, PcscTransport
 from . import options
+from .inventory import STORE_HELP, feed_inventory
 from .options import READER_HELP, parse_loads
 
 PIN_LABEL = "AS operator PIN"
@@ -167,6 +168,7 @@ def _run(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Append one JSON line per event to this file (KCVs, serials, references; no secrets).",
 )
+@click.option("--store", metavar="URL", help=STORE_HELP + " 'none': no inventory.")
 @click.option("--pin-env", metavar="VAR", help="Read the AS operator PIN from this variable.")
 @click.option(
     "--pin-file",
@@ -180,6 +182,7 @@ def personalize(
     job: Path | None,
     watch: bool,
     audit_path: Path | None,
+    store: str | None,
     pin_env: str | None,
     pin_file: Path | None,
 ) -> None:
@@ -222,6 +225,7 @@ def personalize(
         audit: AuditSink = (
             stack.enter_context(AuditLog(audit_path)) if audit_path else NullAuditLog()
         )
+        audit = feed_inventory(stack, audit, audit_path, store)  # inventory: after the journal
         pcsc = stack.enter_context(options.pcsc())
         ei_names = _resolve_readers(pcsc, as_reader, ei_readers)
         as_card = AsCard(stack.enter_context(pcsc.connect(as_reader)))
