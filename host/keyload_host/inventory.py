@@ -492,11 +492,11 @@ class InventoryFeed:
             self.pending += rows
             self._deliver()
 
-    def _deliver(self) -> None:
+    def _deliver(self, now: bool = False) -> None:
         if not self.pending:
             return
         waited = time.monotonic() - (self.down_since or 0.0)
-        if self.down_since is not None and waited < self.RETRY_AFTER:
+        if self.down_since is not None and waited < self.RETRY_AFTER and not now:
             return
         try:
             self.store.ingest(self.pending, self.path)
@@ -517,6 +517,5 @@ class InventoryFeed:
     def flush(self) -> int:
         """Try once more to deliver what waits; returns how many records are still waiting."""
         with self._lock:
-            self.down_since = None
-            self._deliver()
+            self._deliver(now=True)
             return len(self.pending)
