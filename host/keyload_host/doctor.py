@@ -12,7 +12,7 @@ from typing import Protocol
 from .cards import identify
 from .config import Load
 from .errors import KeyloadError
-from .protocol import AID_AS, AID_EI, Info, KeyEntry, LifeCycle, Role
+from .protocol import AID_AS, AID_EI, Info, KeyEntry, LifeCycle, Role, kcv_text
 from .tables import format_table
 from .transport import NoCardError, PcscUnavailableError, ReaderBusyError, ReaderStatus
 from .workflow import EiState, check_as, check_ei, check_export_budget, split_loads
@@ -373,7 +373,7 @@ def _row(report: ReaderReport) -> list[str]:
         info.role.name,
         info.life_cycle.name,
         info.serial.hex().upper() or "-",
-        info.transport_kcv.hex().upper() if info.transport_key_set else "not set",
+        kcv_text(info.transport_kcv) if info.transport_key_set else "not set",
         f"{info.tries_remaining}/{info.try_limit}",
     ]
 

@@ -145,6 +145,27 @@ CAS_LENGTH = 16
 KCV8_LENGTH = 8
 KCV_LENGTH = 3
 
+KCV_METHOD = "cmac-aes"
+"""The method of every check value keyload shows, logs or stores (§2): the leftmost bytes of
+AES-CMAC(K, 16 zero bytes), as ANSI X9.24-1 defines the KCV of an AES key. Named with the value
+(``cmac-aes:1A2B3C``) because the older encrypt-zeros KCV gives another value for the same key."""
+
+
+def kcv_text(value: bytes) -> str:
+    """A check value as people and files see it: method, colon, hex (``cmac-aes:53E107``)."""
+    return f"{KCV_METHOD}:{value.hex().upper()}"
+
+
+def parse_kcv_text(text: str) -> tuple[str, str]:
+    """(method, hex) of a check value written by ``kcv_text``; a bare hex value (audit logs of
+    keyload before the method was named) is ``cmac-aes``, the only method keyload ever used."""
+    method, _, value = text.rpartition(":")
+    value = value.upper()
+    if not value or any(char not in "0123456789ABCDEF" for char in value):
+        raise ValueError(f"'{text}' is not a check value (method:hex)")
+    return method or KCV_METHOD, value
+
+
 INFO_FIXED_LENGTH = 11
 """INFO bytes 0..10; the serial follows."""
 KEY_ENTRY_LENGTH = 14

@@ -11,7 +11,14 @@ from .cards import AsCard, Card, EiCard
 from .config import USAGE_SHORT, AppKeyConfig, AsSetup, EiSetup
 from .crypto import kcv
 from .errors import KeyloadError
-from .protocol import EXPORT_LIMIT_UNLIMITED, PIN_TRY_LIMIT, Info, KeyEntry, LifeCycle
+from .protocol import (
+    EXPORT_LIMIT_UNLIMITED,
+    PIN_TRY_LIMIT,
+    Info,
+    KeyEntry,
+    LifeCycle,
+    kcv_text,
+)
 from .secret_sources import Secret, SecretKind, SecretSource
 
 SecretLoader = Callable[[SecretSource, SecretKind, str, bool], Secret]
@@ -27,7 +34,7 @@ class SetupReport:
     """What was written, as the operator may see it: references, usages, versions and KCVs."""
 
     summary: list[tuple[str, str]]
-    """(label, value) lines such as ("transport key KCV", "6F2F9B")."""
+    """(label, value) lines such as ("transport key KCV", "cmac-aes:6F2F9B")."""
     headers: tuple[str, ...]
     rows: list[tuple[str, ...]]
     warnings: list[str]
@@ -57,7 +64,7 @@ def _check_transport(card: Card, transport_key: Secret) -> Info:
     expected = kcv(transport_key.reveal())
     if not hmac.compare_digest(info.transport_kcv, expected):
         raise SetupError(
-            f"read-back: the card reports transport KCV {_hex(info.transport_kcv)}, "
+            f"read-back: the card reports transport KCV {kcv_text(info.transport_kcv)}, "
             f"expected {transport_key.kcv}"
         )
     return info
@@ -79,7 +86,7 @@ def _app_key_problem(entry: KeyEntry | None, config: AppKeyConfig, key: Secret) 
     if found != expected or not hmac.compare_digest(entry.kcv, kcv(key.reveal())):
         return (
             f"read-back: key {config.ref:02X} differs from the config "
-            f"(KCV {_hex(entry.kcv)}, expected {key.kcv})"
+            f"(KCV {kcv_text(entry.kcv)}, expected {key.kcv})"
         )
     return None
 

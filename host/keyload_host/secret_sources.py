@@ -15,7 +15,7 @@ import click
 
 from .crypto import kcv
 from .errors import KeyloadError
-from .protocol import KEY_LENGTHS, PIN_MAX, PIN_MIN
+from .protocol import KEY_LENGTHS, PIN_MAX, PIN_MIN, kcv_text
 
 _GROUP_OTHER_ACCESS = stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
 _WHITESPACE = frozenset(b" \t\r\n\f\v")
@@ -54,10 +54,11 @@ class Secret:
 
     @property
     def kcv(self) -> str:
-        """The key's check value in hex; a PIN has none (it would let a PIN be brute-forced)."""
+        """The key's check value with its method (``cmac-aes:6F2F9B``); a PIN has none (it
+        would let a PIN be brute-forced)."""
         if self.kind is not SecretKind.KEY:
             raise TypeError("only a key has a check value")
-        return kcv(self._value).hex().upper()
+        return kcv_text(kcv(self._value))
 
     def wipe(self) -> None:
         self._value[:] = bytes(len(self._value))

@@ -20,9 +20,10 @@ from .audit import (
     EVENT_KEY,
     EVENT_PREFLIGHT_REFUSED,
     AuditSink,
+    as_identity,
 )
 from .cards import AsCard, EiCard
-from .config import Load, check_loads
+from .config import USAGE_SHORT, Load, check_loads
 from .errors import KeyloadError
 from .protocol import (
     KCV_LENGTH,
@@ -34,6 +35,7 @@ from .protocol import (
     ProtocolError,
     block_sas,
     ins_name,
+    kcv_text,
 )
 from .secret_sources import Secret
 from .transport import Transport, TransportError
@@ -217,7 +219,7 @@ def _refs(refs: Iterable[int]) -> str:
 
 
 def _kcv(value: bytes) -> str:
-    return value.hex().upper()
+    return kcv_text(value)
 
 
 def read_as(card: AsCard) -> tuple[Info, dict[int, KeyEntry]]:
@@ -514,6 +516,10 @@ class _CardRun:
         self.stop = stop
         self.results: list[LoadResult] = []
         self.stop_reason = ""
+        # audit: which AS, and which loads it counted an export for (the export cross-check); the
+        # AS cards of a pool hold the same set, so they share one identity
+        self.as_id = as_identity(pool.first.info, pool.first.keys.values())
+        self.exported: set[Load] = set()
 
     def report(self, result: LoadResult) -> None:
         self.results.append(result)
@@ -528,6 +534,11 @@ class _CardRun:
             result=result.outcome.value,
             sw=None if result.sw is None else f"{result.sw:04X}",
             message=result.reason or None,
+            usage=USAGE_SHORT[self.pool.first.keys[result.load.ref1].usage],
+            kcv_t=_kcv(self.ei.info.transport_kcv),
+            as_id=self.as_id,
+            exported=result.load in self.exported,
+            diversify=self.pool.first.keys[result.load.ref1].diversify,
         )
         if self.on_result:
             self.on_result(result)
@@ -577,6 +588,7 @@ class _CardRun:
             self.stop.set(f"no AS left ({error})")
             error.results = list(self.results)
             raise
+        self.exported.add(load)
         try:
             self.ei_card.import_key(block)
         except (CardError, ProtocolError, TransportError) as error:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from fakes import OTHER_T16, PIN, T16, AppKey, FakeApplet, Slot, make_as, make_ei
 from keyload_host import crypto
 from keyload_host.cli import main
-from keyload_host.protocol import SW, LifeCycle, Role, Usage
+from keyload_host.protocol import SW, LifeCycle, Role, Usage, kcv_text
 
 TA03 = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 SN1 = bytes.fromhex("4B4C000000000001")
@@ -116,8 +116,14 @@ def test_readers(fake_readers) -> None:
     fake_readers(readers)
     lines = run("readers").output.splitlines()
     assert lines[0].split() == ["READER", "CARD", "APPLET", "STATE", "SN", "TRANSPORT", "KCV"]
-    assert lines[1].split()[-5:] == ["yes", "AS", "OPERATIONAL", "-", crypto.kcv(T16).hex().upper()]
-    assert lines[2].split()[-5:] == ["yes", "EI", "OPERATIONAL", SN1.hex().upper(), "6F2F9B"]
+    assert lines[1].split()[-5:] == ["yes", "AS", "OPERATIONAL", "-", kcv_text(crypto.kcv(T16))]
+    assert lines[2].split()[-5:] == [
+        "yes",
+        "EI",
+        "OPERATIONAL",
+        SN1.hex().upper(),
+        "cmac-aes:6F2F9B",
+    ]
     assert lines[3].split()[-6:] == ["yes", "EI", "SETUP", "-", "not", "set"]
     assert lines[4].split()[-5:] == ["no", "-", "-", "-", "-"]
 
@@ -133,7 +139,7 @@ def test_info_json(fake_readers) -> None:
             "key_length": 16,
             "usage": "auth",
             "version": 1,
-            "kcv": crypto.kcv(TA03).hex().upper(),
+            "kcv": kcv_text(crypto.kcv(TA03)),
             "diversify": False,
             "exports": 0,
             "limit": "unlimited",
@@ -168,8 +174,8 @@ def test_setup_as_and_lock(fake_readers, tmp_path: Path) -> None:
     )
     result = run("setup", "as", "--reader", "AS reader", "--config", str(config), "--yes")
     assert result.exit_code == 0, result.output
-    assert "transport key KCV: 6F2F9B" in result.output
-    assert crypto.kcv(TA03).hex().upper() in result.output
+    assert "transport key KCV: cmac-aes:6F2F9B" in result.output
+    assert kcv_text(crypto.kcv(TA03)) in result.output
     assert (
         T16.hex().upper() not in result.output.upper() and TA03.hex() not in result.output.lower()
     )
@@ -248,7 +254,7 @@ def test_personalize_asks_the_pin_once_hidden(fake_readers) -> None:
     assert "1234" not in result.output
     summary = [line.split() for line in result.output.splitlines() if line.startswith("4B4C")]
     assert summary == [
-        [sn.hex().upper(), "03", "01", "0001", crypto.kcv(TA03).hex().upper(), "loaded"]
+        [sn.hex().upper(), "03", "01", "0001", kcv_text(crypto.kcv(TA03)), "loaded"]
         for sn in (SN1, SN2)
     ]
     assert "2 loaded, 0 skipped, 0 failed" in result.output
@@ -280,7 +286,7 @@ def test_personalize_with_a_job_file_and_audit(fake_readers, tmp_path: Path) -> 
     )
     assert result.exit_code == 0, result.output
     events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
-    assert events == ["session_start", "key", "session_end"]
+    assert events == ["log_start", "session_start", "key", "session_end"]
     assert PIN.decode() not in audit.read_text()
 
 
@@ -305,7 +311,7 @@ def test_personalize_preflight_refusal_is_plain_lines(fake_readers) -> None:
     assert result.output.splitlines() == [
         "Error: the EI 4B4C000000000001 in reader 'EI reader 1' has no slot 01 (slots: none)",
         "the EI 4B4C000000000002 in reader 'EI reader 2' belongs to another set: its transport key "
-        f"KCV is {crypto.kcv(OTHER_T16).hex().upper()}, the AS has 6F2F9B",
+        f"KCV is {kcv_text(crypto.kcv(OTHER_T16))}, the AS has cmac-aes:6F2F9B",
     ]
 
 

@@ -12,7 +12,7 @@ from conftest import FakePcsc
 from fakes import OTHER_T16, PIN, AppKey, FakeApplet, Slot, make_as, make_ei
 from keyload_host import cli, crypto
 from keyload_host.cli import options
-from keyload_host.protocol import AID_AS, AID_EI, LifeCycle, Role, Usage
+from keyload_host.protocol import AID_AS, AID_EI, LifeCycle, Role, Usage, kcv_text
 from keyload_host.transport import PcscUnavailableError, ReaderBusyError
 
 AS_READER = "Identiv uTrust 3700 F [CCID Interface] (55041514307422) 00 00"
@@ -194,7 +194,7 @@ def test_the_table_shows_applet_state_serial_kcv_tries_and_protocol(fake_readers
         "KCV",
         "TRIES",
     ]
-    kcv = crypto.kcv(operational_as().transport_key).hex().upper()
+    kcv = kcv_text(crypto.kcv(operational_as().transport_key))
     assert lines[2].split()[-7:] == ["yes", "T=1", "AS", "OPERATIONAL", "-", kcv, "3/3"]
     assert lines[3].split()[-7:] == [
         "yes",

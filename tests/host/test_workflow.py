@@ -95,7 +95,7 @@ def station(eis: int = 2) -> Station:
 
 
 def kcv(key: bytes) -> str:
-    return crypto.kcv(key).hex().upper()
+    return "cmac-aes:" + crypto.kcv(key).hex().upper()
 
 
 def test_keys_are_loaded_with_three_apdus_each_and_nothing_after() -> None:

@@ -25,7 +25,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,10 +44,10 @@ from integration_support import (
     write_secret_file,
 )
 from keyload_host import crypto
-from keyload_host.audit import EVENT_KEY, EVENT_PREFLIGHT_REFUSED
+from keyload_host.audit import EVENT_KEY, EVENT_PREFLIGHT_REFUSED, line_hash
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.cli import main
-from keyload_host.protocol import EXPORT_LIMIT_UNLIMITED, LifeCycle, Usage
+from keyload_host.protocol import EXPORT_LIMIT_UNLIMITED, LifeCycle, Usage, kcv_text
 from keyload_host.transport import Pcsc
 from keyload_host.workflow import Outcome
 from keyload_station import supervisor as station
@@ -358,7 +358,7 @@ def test_the_audit_log_has_one_record_per_load(card_set: CardSet) -> None:
         (spec,) = (spec for spec in APP_KEYS if spec.ref1 == record["ref1"])
         assert (record["version"], record["kcv"]) == (
             spec.version,
-            _hex(crypto.kcv(card_set.unit_key(spec, ei.serial))),
+            kcv_text(crypto.kcv(card_set.unit_key(spec, ei.serial))),
         )
 
 
@@ -435,8 +435,8 @@ def test_refuses_an_ei_of_another_set(card_set: CardSet, good_ei: bytes) -> None
         "other-set",
         [
             f"{_ei_name(serial, EI_READER_A)} belongs to another set",
-            f"its transport key KCV is {_hex(crypto.kcv(other_key))}",
-            f"the AS has {_hex(crypto.kcv(transport_key))}",
+            f"its transport key KCV is {kcv_text(crypto.kcv(other_key))}",
+            f"the AS has {kcv_text(crypto.kcv(transport_key))}",
         ],
         other_secrets={"the other set's T": other_key},
     )
@@ -564,9 +564,65 @@ def test_watch_mode_serves_cards_as_they_are_inserted(card_set: CardSet) -> None
             assert slots[spec.ref2].kcv == crypto.kcv(card_set.unit_key(spec, serial))
     records = _audit_records(audit_path)
     assert [record["event"] for record in records] == [
+        "log_start",
         "session_start",
         *["key"] * 3 * len(WATCH_KEYS),
         "session_end",
     ]
     assert records[-1]["result"] == "ok"
     assert leaked("\n".join(watch.seen) + audit_path.read_text(), card_set.known_secrets) == []
+
+
+# ------------------------------------------------------------------------------ audit and inventory
+
+
+def _rechained(lines: Sequence[bytes], drop: Callable[[dict], bool]) -> bytes:
+    """The log as someone who deletes records and recomputes the chain would leave it."""
+    out: list[bytes] = []
+    for line in lines:
+        record = json.loads(line)
+        if drop(record):
+            continue
+        record["seq"] = len(out)
+        record["prev"] = line_hash(out[-1]) if out else None
+        out.append(json.dumps(record, separators=(",", ":")).encode())
+    return b"".join(line + b"\n" for line in out)
+
+
+def test_the_logs_verify_against_the_as_counters_the_cards_and_the_inventory(
+    card_set: CardSet,
+) -> None:
+    """Through the station: every log of the AS (the card set's and watch mode's) verifies
+    against the AS's export counters, the EI cards in the readers and the inventory the runs
+    fed; a key record deleted under a recomputed chain is found by the AS's counters."""
+    logs = [card_set.audit_path, card_set.directory / "watch.jsonl"]
+    logs = [path for path in logs if path.exists()]
+    store = f"sqlite:///{card_set.directory / 'keyload-inventory.sqlite'}"
+    output = _invoke(
+        ["audit", "verify", *map(str, logs), "--as-reader", AS_READER, "--store", store,
+         "--ei-reader", EI_READER_A, "--ei-reader", EI_READER_B],
+    )  # fmt: skip
+    assert output.endswith("verified\n") and "the same as the logs record" in output
+    holders = json.loads(
+        _invoke(["inventory", "holding", f"{MAC_KEY.ref2:02X}", f"{MAC_KEY.version:04X}",
+                 "--store", store, "--json"])
+    )  # fmt: skip
+    assert {_hex(ei.serial) for ei in card_set.eis} <= {row["sn"] for row in holders}
+    kcvs = {row["sn"]: row["kcv"] for row in holders}
+    for ei in card_set.eis:
+        assert kcvs[_hex(ei.serial)] == kcv_text(ei.state.by_ref()[MAC_KEY.ref2].kcv)
+    assert _invoke(["inventory", "duplicates", "--store", store]) == "none\n"
+    tampered = card_set.directory / "tampered.jsonl"
+    victim = _hex(card_set.eis[0].serial)
+    tampered.write_bytes(
+        _rechained(
+            card_set.audit_path.read_bytes().splitlines(),
+            lambda r: r.get("ei_sn") == victim and r.get("ref1") == MAC_KEY.ref1,
+        )
+    )
+    result = CliRunner().invoke(
+        main, ["audit", "verify", str(tampered), *map(str, logs[1:]), "--as-reader", AS_READER]
+    )
+    assert result.exit_code == 1, result.output
+    assert f"AS key {MAC_KEY.ref1:02X}: the AS counted" in result.output
+    assert "1 missing (a record deleted, or a log of this AS not given)" in result.output

@@ -28,7 +28,7 @@ from integration_support import as_config, ei_config, leaked, write_secret_file
 from keyload_host import crypto
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.cli import main
-from keyload_host.protocol import SW, Info, Ins, LifeCycle, Role, Usage
+from keyload_host.protocol import SW, Info, Ins, LifeCycle, Role, Usage, kcv_text
 from keyload_host.transport import Pcsc, PcscTransport
 from keyload_station import supervisor as station
 from keyload_station.cardset import AppKey
@@ -259,7 +259,7 @@ def test_every_key_reaches_every_ei_whatever_its_protocol(personalized: Personal
             assert slots[spec.ref2]["loaded"], (reader, spec.load)
             assert (slots[spec.ref2]["version"], slots[spec.ref2]["kcv"]) == (
                 spec.version,
-                crypto.kcv(unit_key).hex().upper(),
+                kcv_text(crypto.kcv(unit_key)),
             ), (reader, spec.load)
 
 

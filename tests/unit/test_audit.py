@@ -33,7 +33,8 @@ def test_records_are_json_lines_with_utc_time(tmp_path: Path) -> None:
             sw="9000",
         )
         audit.record("session_end", result="ok")
-    first, second = lines(path)
+    start, first, second = lines(path)
+    assert start["event"] == "log_start", "a new log opens with its start record"
     assert first["event"] == "key" and second["event"] == "session_end"
     assert {
         k: first[k] for k in ("reader", "ei_sn", "ref1", "ref2", "version", "kcv", "result", "sw")
@@ -57,7 +58,7 @@ def test_the_log_is_appended_to_and_private(tmp_path: Path) -> None:
     path.chmod(0o600)
     with AuditLog(path) as audit:
         audit.record("session_start")
-    assert [record["event"] for record in lines(path)] == ["earlier", "session_start"]
+    assert [record["event"] for record in lines(path)] == ["earlier", "log_start", "session_start"]
     new = tmp_path / "new.jsonl"
     AuditLog(new).close()
     assert stat.S_IMODE(new.stat().st_mode) == 0o600
@@ -80,10 +81,10 @@ def synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_each_record_is_fsynced_before_record_returns(tmp_path: Path, synced: list[int]) -> None:
     with AuditLog(tmp_path / "audit.jsonl") as audit:
-        audit.record("a")
-        assert synced == [1]
+        audit.record("a")  # written with the log's start record, in the same write
+        assert synced == [2]
         audit.record("b")
-        assert synced == [1, 2]
+        assert synced == [2, 3]
 
 
 def test_a_group_of_records_is_fsynced_once_when_it_ends(tmp_path: Path, synced: list[int]) -> None:
@@ -94,17 +95,18 @@ def test_a_group_of_records_is_fsynced_once_when_it_ends(tmp_path: Path, synced:
             with audit.group():  # joins the outer group
                 audit.record("b")
             assert (path.read_text(), synced) == ("", [])
-        assert synced == [2]
-        assert [json.loads(line)["event"] for line in path.read_text().splitlines()] == ["a", "b"]
+        assert synced == [3]
+        events = [json.loads(line)["event"] for line in path.read_text().splitlines()]
+        assert events == ["log_start", "a", "b"]
         with pytest.raises(RuntimeError), audit.group():
             audit.record("c")
             raise RuntimeError
-        assert synced == [2, 3]
+        assert synced == [3, 4]
         with audit.group():
             pass
-        assert synced == [2, 3]
+        assert synced == [3, 4]
         audit.record("d")
-        assert synced == [2, 3, 4]
+        assert synced == [3, 4, 5]
 
 
 @pytest.mark.parametrize(
@@ -166,8 +168,7 @@ def test_groups_of_threads_serving_cards_at_once_are_written_whole(tmp_path: Pat
             thread.start()
         for thread in threads:
             thread.join()
-    readers = [
-        json.loads(line)["reader"] for line in (tmp_path / "audit.jsonl").read_text().splitlines()
-    ]
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    readers = [json.loads(line)["reader"] for line in lines[1:]]  # after the log's start record
     assert len(readers) == 12
     assert all(readers[i : i + 3] == [readers[i]] * 3 for i in range(0, 12, 3))

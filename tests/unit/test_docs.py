@@ -20,7 +20,17 @@ _CITATION = re.compile(r"`((?:tests|applets)/[^`\s]+|[\w/]*::\w+|\w+\.java(?:::\
 _DEFINITION = {".py": r"^\s*(?:async )?def {name}\(", ".java": r"\bvoid {name}\("}
 
 LIBRARY = {"errors", "protocol", "crypto", "transport", "apdu", "cards", "tables"}
-GLUE = {"config", "secret_sources", "provisioning", "workflow", "audit", "doctor"}
+GLUE = {
+    "config",
+    "secret_sources",
+    "provisioning",
+    "workflow",
+    "audit",
+    "audit_chain",
+    "inventory",
+    "migrations",
+    "doctor",
+}
 
 
 def security_citations() -> list[tuple[str, Path, str | None]]:

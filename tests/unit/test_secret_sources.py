@@ -17,7 +17,7 @@ from keyload_host.secret_sources import (
 )
 
 T_HEX = "404142434445464748494A4B4C4D4E4F"
-T_KCV = "6F2F9B"
+T_KCV = "cmac-aes:6F2F9B"
 
 
 def write(path: Path, text: str, mode: int = 0o600) -> Path:

@@ -13,8 +13,10 @@ from typing import Any
 import click
 
 from ..errors import KeyloadError
+from .audit import audit
 from .cards import authenticate, info, readers
 from .doctor import doctor
+from .inventory import inventory
 from .personalize import personalize
 from .setup import setup
 
@@ -56,7 +58,7 @@ def main(verbose: bool) -> None:
     )
 
 
-for _command in (readers, info, doctor, setup, personalize, authenticate):
+for _command in (readers, info, doctor, setup, personalize, authenticate, audit, inventory):
     main.add_command(_command)
 for _entry_point in entry_points(group=COMMANDS_ENTRY_POINTS):
     main.add_command(_entry_point.load(), _entry_point.name)

@@ -12,7 +12,7 @@ import click
 from ..cards import EiCard, identify
 from ..config import USAGE_SHORT
 from ..errors import KeyloadError
-from ..protocol import EXPORT_LIMIT_UNLIMITED, Info, KeyEntry, Role
+from ..protocol import EXPORT_LIMIT_UNLIMITED, Info, KeyEntry, Role, kcv_text
 from ..tables import format_table
 from ..transport import Transport
 from . import options
@@ -28,7 +28,7 @@ def _applet_row(transport: Transport) -> list[str]:
         card.ROLE.name,
         info.life_cycle.name,
         hex_text(info.serial),
-        hex_text(info.transport_kcv) if info.transport_key_set else "not set",
+        kcv_text(info.transport_kcv) if info.transport_key_set else "not set",
     ]
 
 
@@ -65,7 +65,7 @@ def _info_dict(info: Info) -> dict[str, Any]:
         "role": info.role.name,
         "life_cycle": info.life_cycle.name,
         "transport_key_length": info.transport_key_length,
-        "transport_kcv": info.transport_kcv.hex().upper(),
+        "transport_kcv": kcv_text(info.transport_kcv),
         "tries_remaining": info.tries_remaining,
         "try_limit": info.try_limit,
         "key_count": info.key_count,
@@ -80,7 +80,7 @@ def _entry_dict(entry: KeyEntry, role: Role) -> dict[str, Any]:
         "key_length": entry.key_length,
         "usage": USAGE_SHORT[entry.usage],
         "version": entry.version,
-        "kcv": entry.kcv.hex().upper(),
+        "kcv": kcv_text(entry.kcv),
     }
     if role == Role.AS:
         limit = "unlimited" if entry.limit == EXPORT_LIMIT_UNLIMITED else entry.limit

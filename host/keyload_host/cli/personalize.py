@@ -21,6 +21,7 @@ from ..secret_sources import Secret, SecretKind, SecretSource, load_secret
 from ..tables import format_table
 from ..transport import Pcsc, PcscTransport
 from . import options, progress
+from .inventory import STORE_HELP, feed_inventory
 from .options import READER_HELP, parse_loads
 
 PIN_LABEL = "AS operator PIN"
@@ -249,6 +250,7 @@ def _run(
     help="Seconds a reader may take to answer one command; after that its card is reported "
     "failed (an AS leaves the pool) and the other readers go on.",
 )
+@click.option("--store", metavar="URL", help=STORE_HELP + " 'none': no inventory.")
 @click.option("--pin-env", metavar="VAR", help="Read the AS operator PIN from this variable.")
 @click.option(
     "--pin-file",
@@ -263,6 +265,7 @@ def personalize(
     watch: bool,
     audit_path: Path | None,
     apdu_timeout: float,
+    store: str | None,
     pin_env: str | None,
     pin_file: Path | None,
 ) -> None:
@@ -306,6 +309,7 @@ def personalize(
         audit: AuditSink = (
             stack.enter_context(AuditLog(audit_path)) if audit_path else NullAuditLog()
         )
+        audit = feed_inventory(stack, audit, audit_path, store)  # inventory: after the journal
         pcsc = stack.enter_context(options.pcsc())
         as_names, ei_names = _resolve_readers(pcsc, as_readers, ei_readers)
         contexts = _Contexts()

@@ -318,7 +318,8 @@ CASES = [
     Case(EI_BLOCKED, "CHALLENGE", _challenge(), SW.BLOCKED),
     Case(EI_BLOCKED, "IMPORT", _p(Ins.IMPORT_KEY, bytes(56)), SW.BLOCKED),
     Case(EI_BLOCKED, "IMPORT-short", _p(Ins.IMPORT_KEY, bytes(3)), SW.BLOCKED),
-    Case(EI_BLOCKED, "AUTH", _authenticate(SLOT_AUTH.ref2), SW.REFERENCED_DATA_NOT_FOUND),  # v1.1 §8.1
+    # v1.1 §8.1: a BLOCKED EI serves INTERNAL AUTHENTICATE as an OPERATIONAL one (slot empty here)
+    Case(EI_BLOCKED, "AUTH", _authenticate(SLOT_AUTH.ref2), SW.REFERENCED_DATA_NOT_FOUND),
     Case(EI_BLOCKED, "SET-SERIAL", _p(Ins.SET_SERIAL, bytes(8)), SW.CONDITIONS_NOT_SATISFIED),
     Case(EI_BLOCKED, "DEFINE", _define(), SW.CONDITIONS_NOT_SATISFIED),
     Case(EI_BLOCKED, "LOCK", _p(Ins.LOCK), SW.CONDITIONS_NOT_SATISFIED),

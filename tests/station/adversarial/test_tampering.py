@@ -177,7 +177,8 @@ def test_exhausted_tries_leave_the_ei_blocked_for_good(bench: Bench) -> None:
         assert snapshot(ei.transport) == blocked, event
         refused(ei.transport, GET_CHALLENGE, SW.BLOCKED)
         refused(ei.transport, import_apdu(genuine), SW.BLOCKED)
-        with pytest.raises(CardError) as refusal:  # v1.1 §8.1: served as when OPERATIONAL (slot empty)
+        # v1.1 §8.1: served as when OPERATIONAL (the slot is empty)
+        with pytest.raises(CardError) as refusal:
             ei.internal_authenticate(SLOT_AUTH.ref2, b"\x01")
         assert refusal.value.sw == SW.REFERENCED_DATA_NOT_FOUND
 
