@@ -2,7 +2,7 @@
 each applet that can answer it, in the life-cycle states that matter; after each refusal INFO and
 LIST KEYS must be byte for byte what they were, except the try counter where §4 lets it move.
 
-The cards are set up once per module through the host library (keyload_host.cards) with known
+The cards are set up once per module through keyload_station.cardset with known
 test secrets; the table below holds the refusals that need no preparation, the functions after
 it those that need a challenge, a verified PIN or a forged key block.
 """
@@ -16,13 +16,13 @@ import pytest
 from adversarial_support import (
     LE_ANY,
     PIN,
-    SHORT_TRANSPORT_KEY,
+    SHORT_T_SET,
+    TEST_SET,
     TRANSPORT_KEY,
     WELL_FORMED_FORGERY,
     WRONG_PIN,
     AppKey,
     Bench,
-    SlotSpec,
     command,
     exchange,
     export_data,
@@ -32,13 +32,12 @@ from adversarial_support import (
     load,
     proprietary,
     refused,
-    setup_as,
-    setup_ei,
     snapshot,
     verify_apdu,
 )
 from keyload_host import crypto
 from keyload_host.cards import AsCard, EiCard
+from keyload_host.config import SlotConfig
 from keyload_host.protocol import (
     CLA_ISO,
     CLA_PROPRIETARY,
@@ -51,6 +50,7 @@ from keyload_host.protocol import (
     Usage,
     key_block_length,
 )
+from keyload_station.cardset import set_up_as, set_up_ei
 from station_support import StationUp
 
 AS_SETUP, AS_OPERATIONAL, AS_SHORT_T, EI_SETUP, EI_OPERATIONAL, EI_BLOCKED = range(6)
@@ -71,11 +71,11 @@ ENC = AppKey.holding(0x20, Usage.ENCRYPT, bytes(range(32)), 1)
 TOO_LONG = AppKey.holding(0x11, Usage.MAC, bytes(range(24)), 1)
 """Held by the AS whose transport key is 16 bytes: never exported (§2)."""
 
-SLOT_AUTH = SlotSpec(0x01, 16, Usage.AUTHENTICATE)
-SLOT_NO_IMPORT = SlotSpec(0x02, 16, Usage.AUTHENTICATE, accepts_import=False)
-SLOT_MAC = SlotSpec(0x05, 24, Usage.MAC)
-SLOT_ENC = SlotSpec(0x0F, 32, Usage.ENCRYPT)
-SLOT_SPARE = SlotSpec(0x0E, 32, Usage.ENCRYPT)
+SLOT_AUTH = SlotConfig(0x01, 16, Usage.AUTHENTICATE, accepts_import=True)
+SLOT_NO_IMPORT = SlotConfig(0x02, 16, Usage.AUTHENTICATE, accepts_import=False)
+SLOT_MAC = SlotConfig(0x05, 24, Usage.MAC, accepts_import=True)
+SLOT_ENC = SlotConfig(0x0F, 32, Usage.ENCRYPT, accepts_import=True)
+SLOT_SPARE = SlotConfig(0x0E, 32, Usage.ENCRYPT, accepts_import=True)
 EI_SLOTS = (SLOT_AUTH, SLOT_NO_IMPORT, SLOT_MAC, SLOT_ENC, SLOT_SPARE)
 SERIAL = bytes.fromhex("4B4C0000000000A1")
 BLOCKED_SERIAL = bytes.fromhex("4B4C0000000000B1")
@@ -91,15 +91,17 @@ def bench(station_up: StationUp) -> Iterator[Bench]:
     exported once, its limit), an AS whose key is longer than its transport key, a BLOCKED EI."""
     bench = Bench(ROLES)
     try:
-        setup_as(bench.as_card(AS_OPERATIONAL), (AUTH, MAC_ONCE, ENC))
-        setup_as(bench.as_card(AS_SHORT_T), (AUTH, TOO_LONG), SHORT_TRANSPORT_KEY)
-        setup_ei(bench.ei_card(EI_OPERATIONAL), SERIAL, EI_SLOTS, retry_limit=RETRY_LIMIT)
+        set_up_as(bench.as_card(AS_OPERATIONAL), (AUTH, MAC_ONCE, ENC), TEST_SET)
+        set_up_as(bench.as_card(AS_SHORT_T), (AUTH, TOO_LONG), SHORT_T_SET)
+        set_up_ei(
+            bench.ei_card(EI_OPERATIONAL), SERIAL, EI_SLOTS, TEST_SET, retry_limit=RETRY_LIMIT
+        )
         as_card, ei_card = bench.as_card(AS_OPERATIONAL), bench.ei_card(EI_OPERATIONAL)
         as_card.verify_pin(PIN)
-        load(as_card, ei_card, AUTH.ref1, SLOT_AUTH.ref2)
-        load(as_card, ei_card, MAC_ONCE.ref1, SLOT_MAC.ref2)
+        load(as_card, ei_card, AUTH.ref1, SLOT_AUTH.ref)
+        load(as_card, ei_card, MAC_ONCE.ref1, SLOT_MAC.ref)
         blocked = bench.ei_card(EI_BLOCKED)
-        setup_ei(blocked, BLOCKED_SERIAL, (SLOT_AUTH,), retry_limit=1)
+        set_up_ei(blocked, BLOCKED_SERIAL, (SLOT_AUTH,), TEST_SET, retry_limit=1)
         blocked.get_challenge()
         forgery = exchange(blocked.transport, proprietary(Ins.IMPORT_KEY, WELL_FORMED_FORGERY))
         assert forgery.sw == SW_VERIFY_FAILED_BASE
@@ -296,20 +298,18 @@ CASES = [
         _p(Ins.IMPORT_KEY, bytes(56)),
         SW.CONDITIONS_NOT_SATISFIED,
     ),
-    Case(
-        EI_OPERATIONAL, "AUTH-MAC-slot", _authenticate(SLOT_MAC.ref2), SW.CONDITIONS_NOT_SATISFIED
-    ),
+    Case(EI_OPERATIONAL, "AUTH-MAC-slot", _authenticate(SLOT_MAC.ref), SW.CONDITIONS_NOT_SATISFIED),
     Case(
         EI_OPERATIONAL, "AUTH-undefined", _authenticate(UNDEFINED_REF), SW.REFERENCED_DATA_NOT_FOUND
     ),
-    Case(EI_OPERATIONAL, "AUTH-empty", _authenticate(SLOT_ENC.ref2), SW.REFERENCED_DATA_NOT_FOUND),
+    Case(EI_OPERATIONAL, "AUTH-empty", _authenticate(SLOT_ENC.ref), SW.REFERENCED_DATA_NOT_FOUND),
     Case(
         EI_OPERATIONAL,
         "AUTH-no-data",
         command(CLA_ISO, Ins.INTERNAL_AUTHENTICATE, 0, 1, le=16),
         SW.WRONG_LENGTH,
     ),
-    Case(EI_OPERATIONAL, "AUTH-65", _authenticate(SLOT_AUTH.ref2, bytes(65)), SW.WRONG_LENGTH),
+    Case(EI_OPERATIONAL, "AUTH-65", _authenticate(SLOT_AUTH.ref, bytes(65)), SW.WRONG_LENGTH),
     Case(EI_OPERATIONAL, "CHALLENGE-Le-08", _challenge(8), SW.WRONG_LENGTH),
     Case(EI_OPERATIONAL, "CHALLENGE-Le-11", _challenge(17), SW.WRONG_LENGTH),
     Case(EI_OPERATIONAL, "CHALLENGE-no-Le", _challenge(None), SW.WRONG_LENGTH),
@@ -318,7 +318,7 @@ CASES = [
     Case(EI_BLOCKED, "CHALLENGE", _challenge(), SW.BLOCKED),
     Case(EI_BLOCKED, "IMPORT", _p(Ins.IMPORT_KEY, bytes(56)), SW.BLOCKED),
     Case(EI_BLOCKED, "IMPORT-short", _p(Ins.IMPORT_KEY, bytes(3)), SW.BLOCKED),
-    Case(EI_BLOCKED, "AUTH", _authenticate(SLOT_AUTH.ref2), SW.CONDITIONS_NOT_SATISFIED),
+    Case(EI_BLOCKED, "AUTH", _authenticate(SLOT_AUTH.ref), SW.CONDITIONS_NOT_SATISFIED),
     Case(EI_BLOCKED, "SET-SERIAL", _p(Ins.SET_SERIAL, bytes(8)), SW.CONDITIONS_NOT_SATISFIED),
     Case(EI_BLOCKED, "DEFINE", _define(), SW.CONDITIONS_NOT_SATISFIED),
     Case(EI_BLOCKED, "LOCK", _p(Ins.LOCK), SW.CONDITIONS_NOT_SATISFIED),
@@ -341,7 +341,7 @@ def verified_as(bench: Bench):
 
 
 def _export(
-    ref1: int, ref2: int = SLOT_AUTH.ref2, serial: bytes = SERIAL, data: bytes | None = None
+    ref1: int, ref2: int = SLOT_AUTH.ref, serial: bytes = SERIAL, data: bytes | None = None
 ):
     return _p(
         Ins.EXPORT_KEY, export_data(ref1, ref2, R_16, serial) if data is None else data, LE_ANY
@@ -366,7 +366,7 @@ EXPORT_CASES = [
     ("REF1-00", _export(0x00), SW.REFERENCED_DATA_NOT_FOUND),
     ("REF2-00", _export(AUTH.ref1, ref2=0x00), SW.INCORRECT_DATA),
     ("REF2-80", _export(AUTH.ref1, ref2=0x80), SW.INCORRECT_DATA),
-    ("limit-reached", _export(MAC_ONCE.ref1, SLOT_MAC.ref2), SW.BLOCKED),
+    ("limit-reached", _export(MAC_ONCE.ref1, SLOT_MAC.ref), SW.BLOCKED),
 ]
 
 
@@ -380,7 +380,7 @@ def test_export_refusals_with_the_pin_verified(verified_as, why: str, apdu: byte
 def test_export_of_a_key_longer_than_the_transport_key(bench: Bench) -> None:
     card = selected(bench, AS_SHORT_T).as_card(AS_SHORT_T)
     card.verify_pin(PIN)
-    refused(card.transport, _export(TOO_LONG.ref1, SLOT_MAC.ref2), SW.CONDITIONS_NOT_SATISFIED)
+    refused(card.transport, _export(TOO_LONG.ref1, SLOT_MAC.ref), SW.CONDITIONS_NOT_SATISFIED)
 
 
 def test_a_good_export_counts_once_and_changes_nothing_else(verified_as) -> None:
@@ -451,7 +451,7 @@ def pair(bench: Bench) -> Iterator[Cards]:
     as_card.verify_pin(PIN)
     ei_card = selected(bench, EI_OPERATIONAL).ei_card(EI_OPERATIONAL)
     yield Cards(as_card, ei_card)
-    load(as_card, ei_card, AUTH.ref1, SLOT_AUTH.ref2)  # same version, same key: no write
+    load(as_card, ei_card, AUTH.ref1, SLOT_AUTH.ref)  # same version, same key: no write
     assert snapshot(ei_card.transport).tries == RETRY_LIMIT
 
 
@@ -502,40 +502,40 @@ IMPORT_CASES = [
     ("CAS-wrong", _edited(lambda b: b[:-1] + bytes([b[-1] ^ 1])), SW_VERIFY_FAILED_BASE | 14, True),
     (
         "SAS-wrong",
-        _forged(AUTH, SLOT_AUTH.ref2, sas=bytes(8)),
+        _forged(AUTH, SLOT_AUTH.ref, sas=bytes(8)),
         SW.SECURITY_STATUS_NOT_SATISFIED,
         True,
     ),
     (
         "padding-not-zero",
-        _forged(MAC_ONCE, SLOT_MAC.ref2, padding=bytes(7) + b"\x01"),
+        _forged(MAC_ONCE, SLOT_MAC.ref, padding=bytes(7) + b"\x01"),
         SW.INCORRECT_DATA,
         False,
     ),
     ("slot-undefined", _forged(AUTH, UNDEFINED_REF), SW.REFERENCED_DATA_NOT_FOUND, False),
-    ("slot-closed", _forged(AUTH, SLOT_NO_IMPORT.ref2), SW.COMMAND_NOT_ALLOWED, False),
+    ("slot-closed", _forged(AUTH, SLOT_NO_IMPORT.ref), SW.COMMAND_NOT_ALLOWED, False),
     (
         "length-not-the-slots",
-        _forged(MAC_ONCE, SLOT_AUTH.ref2, header={"usage": Usage.AUTHENTICATE}),
+        _forged(MAC_ONCE, SLOT_AUTH.ref, header={"usage": Usage.AUTHENTICATE}),
         SW.INCORRECT_DATA,
         False,
     ),
     (
         "usage-not-the-slots",
-        _forged(AUTH, SLOT_AUTH.ref2, header={"usage": Usage.MAC}),
+        _forged(AUTH, SLOT_AUTH.ref, header={"usage": Usage.MAC}),
         SW.INCORRECT_DATA,
         False,
     ),
     (
         "version-older",
-        _forged(AUTH, SLOT_AUTH.ref2, header={"version": AUTH.version - 1}),
+        _forged(AUTH, SLOT_AUTH.ref, header={"version": AUTH.version - 1}),
         SW.INCORRECT_DATA,
         False,
     ),
-    ("version-0", _forged(AUTH, SLOT_AUTH.ref2, header={"version": 0}), SW.INCORRECT_DATA, False),
+    ("version-0", _forged(AUTH, SLOT_AUTH.ref, header={"version": 0}), SW.INCORRECT_DATA, False),
     (
         "same-version-other-key",
-        _forged(AUTH, SLOT_AUTH.ref2, OTHER_AUTH_KEY),
+        _forged(AUTH, SLOT_AUTH.ref, OTHER_AUTH_KEY),
         SW.INCORRECT_DATA,
         False,
     ),
@@ -548,7 +548,7 @@ IMPORT_CASES = [
 def test_import_refusals(
     pair: Cards, why: str, make: BlockMaker, sw: int, spends_try: bool
 ) -> None:
-    challenge, genuine = export_for(pair.as_card, pair.ei_card, AUTH.ref1, SLOT_AUTH.ref2)
+    challenge, genuine = export_for(pair.as_card, pair.ei_card, AUTH.ref1, SLOT_AUTH.ref)
     block = make(challenge, genuine)
     refused(pair.ei_card.transport, proprietary(Ins.IMPORT_KEY, block), sw, spends_try=spends_try)
     # the challenge is spent whatever the outcome: the genuine block is refused now
@@ -559,11 +559,11 @@ def test_import_refusals(
 
 def test_a_good_import_stores_exactly_its_slot(pair: Cards) -> None:
     before = snapshot(pair.ei_card.transport)
-    _challenge, block = export_for(pair.as_card, pair.ei_card, ENC.ref1, SLOT_SPARE.ref2)
+    _challenge, block = export_for(pair.as_card, pair.ei_card, ENC.ref1, SLOT_SPARE.ref)
     assert exchange(pair.ei_card.transport, proprietary(Ins.IMPORT_KEY, block)).sw == SW.OK
     after = snapshot(pair.ei_card.transport)
     assert after.info == before.info
     changed = {ref for ref, entry in after.entries().items() if before.entries()[ref] != entry}
-    assert changed == {SLOT_SPARE.ref2}
-    slot = after.entries()[SLOT_SPARE.ref2]
+    assert changed == {SLOT_SPARE.ref}
+    slot = after.entries()[SLOT_SPARE.ref]
     assert (slot.loaded, slot.version, slot.kcv) == (True, ENC.version, crypto.kcv(ENC.key))
