@@ -1,16 +1,29 @@
-"""Every status word of PROTOCOL.md §4.4, provoked through pyscard, pcscd and the station against
-each applet that can answer it, in the life-cycle states that matter; after each refusal INFO and
-LIST KEYS must be byte for byte what they were, except the try counter where §4 lets it move.
+"""PROTOCOL.md §4.4 through pyscard, pcscd and the station: each refusal must leave INFO and LIST
+KEYS byte for byte as they were, except the try counter where §4 lets it move.
 
-The cards are set up once per module through keyload_station.cardset with known
-test secrets; the table below holds the refusals that need no preparation, the functions after
-it those that need a challenge, a verified PIN or a forged key block.
+The JUnit suites ``applets/test/keyload/applet/AsStatusWordsTest.java`` and
+``EiStatusWordsTest.java`` check every status word exhaustively in jCardSim. This module keeps,
+through PC/SC: one sample of each status word per role that answers it (``SAMPLES``); the APDUs
+of no ISO 7816-4 case, which the station's bridge answers before any card (``header-of-*``,
+``Lc-*``, ``extended-*``); every case SECURITY.md cites (``AS1-6985-*``, ``EI4-6985-*``, the
+import refusals, the key longer than T); and every case JUnit does not send: the same command to
+the same role in the same life-cycle state, with the same field wrong, answered with the same
+status word (JUnit checks CLA, INS and P1/P2 on OPERATIONAL cards only, so those of the SETUP and
+BLOCKED cards stay here). ``IN_JUNIT`` names each case left to JUnit and the JUnit check that
+covers it; the guards at the end keep that mapping honest.
+
+The cards are set up once per module through ``keyload_station.cardset`` with known test secrets;
+the table holds the refusals that need no preparation, the functions after it those that need a
+challenge, a verified PIN or a forged key block.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from adversarial_support import (
@@ -83,6 +96,72 @@ RETRY_LIMIT = 15
 UNDEFINED_REF = 0x33
 SERIAL_8 = bytes(8)
 R_16 = bytes(16)
+
+
+AS_JUNIT = "AsStatusWordsTest"
+EI_JUNIT = "EiStatusWordsTest"
+IN_JUNIT = {
+    # case id (role and card, SW, what) -> the JUnit test and the check of it that sends the same
+    # command to the same role in the same life-cycle state, with the same field wrong
+    # ------------------------------------------------------------------ AS in SETUP
+    "AS0-6985-VERIFY": f"{AS_JUNIT}.setupCommands: VERIFY before LOCK",
+    "AS0-6985-EXPORT": f"{AS_JUNIT}.setupCommands: EXPORT KEY before LOCK (no data there)",
+    "AS0-6700-LOCK-data": f"{AS_JUNIT}.setupCommands: LOCK with one data byte",
+    "AS0-6700-SET-T-15": f"{AS_JUNIT}.setupCommands: SET TRANSPORT KEY of 15 bytes",
+    "AS0-6700-SET-PIN-3": f"{AS_JUNIT}.setupCommands: SET PIN of 3 bytes",
+    "AS0-6700-SET-PIN-17": f"{AS_JUNIT}.setupCommands: SET PIN of 17 bytes",
+    "AS0-6A80-PUT-REF-00": f"{AS_JUNIT}.setupCommands: PUT APP KEY REF1 00",
+    "AS0-6A80-PUT-REF-80": f"{AS_JUNIT}.setupCommands: PUT APP KEY REF1 80",
+    "AS0-6A80-PUT-usage-03": f"{AS_JUNIT}.setupCommands: PUT APP KEY usage 03",
+    "AS0-6A80-PUT-version-0": f"{AS_JUNIT}.setupCommands: PUT APP KEY version 0000",
+    "AS0-6A80-PUT-flags-02": f"{AS_JUNIT}.setupCommands: PUT APP KEY flags 02",
+    # ------------------------------------------------------------------ AS OPERATIONAL, no PIN
+    "AS1-6E00-CLA-84-secure-messaging": f"{AS_JUNIT}.classInstructionAndParameters: 8440",
+    "AS1-6E00-CLA-80-for-ISO": f"{AS_JUNIT}.classInstructionAndParameters: VERIFY, CLA 80",
+    "AS1-6D00-INS-4C-other-role": f"{AS_JUNIT}.classInstructionAndParameters: IMPORT KEY",
+    "AS1-6D00-INS-unknown": f"{AS_JUNIT}.classInstructionAndParameters: INS FF (FE here)",
+    "AS1-6A86-GET-INFO-P1": f"{AS_JUNIT}.classInstructionAndParameters: GET INFO P1 01",
+    # ------------------------------------------------------------------ EI in SETUP
+    "EI3-6985-CHALLENGE": f"{EI_JUNIT}.setupCommands: GET CHALLENGE before LOCK",
+    "EI3-6985-IMPORT": f"{EI_JUNIT}.setupCommands: IMPORT KEY before LOCK (no data there)",
+    "EI3-6700-SET-SERIAL-7": f"{EI_JUNIT}.setupCommands: SET SERIAL of 7 bytes",
+    "EI3-6700-SET-SERIAL-17": f"{EI_JUNIT}.setupCommands: SET SERIAL of 17 bytes",
+    "EI3-6700-DEFINE-3": f"{EI_JUNIT}.setupCommands: DEFINE SLOT of 3 bytes",
+    "EI3-6700-DEFINE-5": f"{EI_JUNIT}.setupCommands: DEFINE SLOT of 5 bytes",
+    "EI3-6700-RETRY-2": f"{EI_JUNIT}.setupCommands: SET RETRY LIMIT of 2 bytes",
+    "EI3-6A80-DEFINE-REF-00": f"{EI_JUNIT}.setupCommands: DEFINE SLOT REF2 00",
+    "EI3-6A80-DEFINE-length-17": f"{EI_JUNIT}.setupCommands: DEFINE SLOT key length 17",
+    "EI3-6A80-DEFINE-usage-03": f"{EI_JUNIT}.setupCommands: DEFINE SLOT usage 03",
+    "EI3-6A80-DEFINE-flags-02": f"{EI_JUNIT}.setupCommands: DEFINE SLOT flags 03 (02 here)",
+    "EI3-6A80-RETRY-0": f"{EI_JUNIT}.setupCommands: SET RETRY LIMIT 0",
+    "EI3-6A80-RETRY-16": f"{EI_JUNIT}.setupCommands: SET RETRY LIMIT 16",
+    # ------------------------------------------------------------------ EI OPERATIONAL
+    "EI4-6D00-INS-5A-other-role": f"{EI_JUNIT}.classInstructionAndParameters: SET PIN",
+    "EI4-6D00-INS-4A-other-role": f"{EI_JUNIT}.classInstructionAndParameters: EXPORT KEY",
+    "EI4-6985-RETRY": f"{EI_JUNIT}.setupCommands: SET RETRY LIMIT after LOCK",
+    "EI4-6985-LOCK": f"{EI_JUNIT}.setupCommands: LOCK after LOCK",
+    "EI4-6985-IMPORT-no-challenge": f"{EI_JUNIT}.importNeedsAFreshChallenge: after a SELECT",
+    "EI4-6A88-AUTH-undefined": f"{EI_JUNIT}.challengeAndAuthenticate: slot 33 undefined",
+    "EI4-6700-AUTH-no-data": f"{EI_JUNIT}.challengeAndAuthenticate: no data",
+    "EI4-6700-AUTH-65": f"{EI_JUNIT}.challengeAndAuthenticate: 65 bytes of data",
+    "EI4-6700-CHALLENGE-Le-08": f"{EI_JUNIT}.challengeAndAuthenticate: Le 08",
+    "EI4-6700-CHALLENGE-no-Le": f"{EI_JUNIT}.challengeAndAuthenticate: no Le",
+    # ------------------------------------------------------------------ EI BLOCKED
+    "EI5-6983-IMPORT": f"{EI_JUNIT}.retriesRunOutAndTheCardStaysBlocked: IMPORT KEY (no data)",
+    "EI5-6983-IMPORT-short": f"{EI_JUNIT}.retriesRunOutAndTheCardStaysBlocked: the same",
+    "EI5-6985-AUTH": f"{EI_JUNIT}.retriesRunOutAndTheCardStaysBlocked: INTERNAL AUTHENTICATE",
+}
+"""The cases of the table left to the JUnit suites, each with the check that covers it."""
+
+EXPORT_IN_JUNIT = {
+    "SN-7": f"{AS_JUNIT}.exportChecksInTheirOrder: SN of 7 bytes",
+    "SN-17": f"{AS_JUNIT}.exportChecksInTheirOrder: SN of 17 bytes",
+    "SN-length-lies": f"{AS_JUNIT}.exportChecksInTheirOrder: len(SN) 9, 8 bytes follow",
+    "REF1-00": f"{AS_JUNIT}.exportChecksInTheirOrder: REF1 00",
+    "REF2-00": f"{AS_JUNIT}.exportChecksInTheirOrder: REF2 00",
+    "REF2-80": f"{AS_JUNIT}.exportChecksInTheirOrder: REF2 80",
+}
+"""The EXPORT KEY refusals after VERIFY left to JUnit (ids of the export test)."""
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +280,7 @@ def _common_checks(card: int, own_ins: int, foreign_ins: tuple[int, ...]) -> lis
 AS_ONLY = (Ins.PUT_APP_KEY, Ins.SET_PIN, Ins.EXPORT_KEY)
 EI_ONLY = (Ins.SET_SERIAL, Ins.DEFINE_SLOT, Ins.SET_RETRY_LIMIT, Ins.IMPORT_KEY)
 
-CASES = [
+ALL_CASES = [
     # ------------------------------------------------------------------ AS in SETUP
     *_common_checks(AS_SETUP, Ins.VERIFY, EI_ONLY),
     Case(AS_SETUP, "GET-CHALLENGE", _challenge(), SW.INS_NOT_SUPPORTED),
@@ -323,6 +402,7 @@ CASES = [
     Case(EI_BLOCKED, "DEFINE", _define(), SW.CONDITIONS_NOT_SATISFIED),
     Case(EI_BLOCKED, "LOCK", _p(Ins.LOCK), SW.CONDITIONS_NOT_SATISFIED),
 ]
+CASES = [case for case in ALL_CASES if str(case) not in IN_JUNIT]
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -348,7 +428,7 @@ def _export(
     )
 
 
-EXPORT_CASES = [
+ALL_EXPORT_CASES = [
     ("SN-7", _export(AUTH.ref1, serial=bytes(7)), SW.WRONG_LENGTH),
     ("SN-17", _export(AUTH.ref1, serial=bytes(17)), SW.WRONG_LENGTH),
     (
@@ -368,6 +448,7 @@ EXPORT_CASES = [
     ("REF2-80", _export(AUTH.ref1, ref2=0x80), SW.INCORRECT_DATA),
     ("limit-reached", _export(MAC_ONCE.ref1, SLOT_MAC.ref), SW.BLOCKED),
 ]
+EXPORT_CASES = [case for case in ALL_EXPORT_CASES if case[0] not in EXPORT_IN_JUNIT]
 
 
 @pytest.mark.parametrize(
@@ -567,3 +648,94 @@ def test_a_good_import_stores_exactly_its_slot(pair: Cards) -> None:
     assert changed == {SLOT_SPARE.ref}
     slot = after.entries()[SLOT_SPARE.ref]
     assert (slot.loaded, slot.version, slot.kcv) == (True, ENC.version, crypto.kcv(ENC.key))
+
+
+# ----------------------------------------------------------------------------- the mapping's guards
+
+REPO = Path(__file__).resolve().parents[3]
+JUNIT = REPO / "applets/test/keyload/applet"
+PROTOCOL = REPO / "docs/PROTOCOL.md"
+SECURITY = REPO / "docs/SECURITY.md"
+
+SAMPLES = {
+    ("AS", "9000"): "test_a_good_export_counts_once_and_changes_nothing_else",
+    ("AS", "6700"): "test_refusal_leaves_the_card_unchanged[AS0-6700-SET-T-none]",
+    ("AS", "63Cx"): "test_a_wrong_pin_spends_one_try_and_the_right_one_gives_it_back",
+    ("AS", "6982"): "test_refusal_leaves_the_card_unchanged[AS1-6982-EXPORT-no-PIN]",
+    ("AS", "6983"): "test_export_refusals_with_the_pin_verified[limit-reached]",
+    ("AS", "6985"): "test_refusal_leaves_the_card_unchanged[AS1-6985-PUT]",
+    ("AS", "6A80"): "test_refusal_leaves_the_card_unchanged[AS0-6A80-PUT-usage-00]",
+    ("AS", "6A84"): "test_a_seventeenth_key_is_refused",
+    ("AS", "6A86"): "test_refusal_leaves_the_card_unchanged[AS1-6A86-LIST-KEYS-P2]",
+    ("AS", "6A88"): "test_export_refusals_with_the_pin_verified[REF1-missing]",
+    ("AS", "6D00"): "test_refusal_leaves_the_card_unchanged[AS1-6D00-GET-RESPONSE]",
+    ("AS", "6E00"): "test_refusal_leaves_the_card_unchanged[AS1-6E00-CLA-90-chaining]",
+    ("EI", "9000"): "test_a_good_import_stores_exactly_its_slot",
+    ("EI", "6700"): "test_refusal_leaves_the_card_unchanged[EI4-6700-CHALLENGE-Le-11]",
+    ("EI", "63Cx"): "test_import_refusals[CAS-wrong]",
+    ("EI", "6982"): "test_import_refusals[SAS-wrong]",
+    ("EI", "6983"): "test_refusal_leaves_the_card_unchanged[EI5-6983-CHALLENGE]",
+    ("EI", "6985"): "test_refusal_leaves_the_card_unchanged[EI4-6985-AUTH-MAC-slot]",
+    ("EI", "6986"): "test_import_refusals[slot-closed]",
+    ("EI", "6A80"): "test_import_refusals[padding-not-zero]",
+    ("EI", "6A84"): "test_a_seventeenth_slot_is_refused",
+    ("EI", "6A86"): "test_refusal_leaves_the_card_unchanged[EI4-6A86-LIST-KEYS-P2]",
+    ("EI", "6A88"): "test_import_refusals[slot-undefined]",
+    ("EI", "6D00"): "test_refusal_leaves_the_card_unchanged[EI4-6D00-INS-54-other-role]",
+    ("EI", "6E00"): "test_refusal_leaves_the_card_unchanged[EI4-6E00-CLA-84-secure-messaging]",
+}
+"""(role, status word of §4.4) -> the test of this module that sends it through PC/SC."""
+NOT_ANSWERED = {("AS", "6986")}
+"""The AS has no slots, so nothing it refuses is a slot closed to import."""
+
+_KEPT = {
+    "test_refusal_leaves_the_card_unchanged": {str(case) for case in CASES},
+    "test_export_refusals_with_the_pin_verified": {case[0] for case in EXPORT_CASES},
+    "test_import_refusals": {case[0] for case in IMPORT_CASES},
+}
+
+
+def _status_words_of_section_4_4() -> list[str]:
+    text = PROTOCOL.read_text()
+    section = text[text.index("### 4.4") : text.index("\n## ", text.index("### 4.4"))]
+    return re.findall(r"^\| ([0-9A-F]{2}[0-9A-Fx]{2}) \|", section, re.MULTILINE)
+
+
+def _sent(test_id: str) -> bool:
+    name, _, param = test_id.partition("[")
+    if not param:
+        return callable(globals().get(name))
+    return param.rstrip("]") in _KEPT.get(name, set())
+
+
+def test_every_status_word_has_a_sample_per_role_through_pcsc() -> None:
+    words = _status_words_of_section_4_4()
+    assert len(words) == 13, words
+    wanted = {(role, sw) for role in ("AS", "EI") for sw in words} - NOT_ANSWERED
+    assert set(SAMPLES) == wanted
+    for (role, sw), test_id in SAMPLES.items():
+        assert _sent(test_id), f"{role} {sw}: {test_id} is not a test of this module"
+        expected = re.search(r"\[(AS|EI)\d-([0-9A-F]{4})-", test_id)
+        if expected:
+            assert expected.groups() == (role, sw), test_id
+
+
+def test_every_case_left_to_junit_names_a_case_and_a_junit_test() -> None:
+    assert set(IN_JUNIT) <= {str(case) for case in ALL_CASES}
+    assert set(EXPORT_IN_JUNIT) <= {case[0] for case in ALL_EXPORT_CASES}
+    for check in (*IN_JUNIT.values(), *EXPORT_IN_JUNIT.values()):
+        suite, _, rest = check.partition(".")
+        method = rest.partition(":")[0]
+        source = (JUNIT / f"{suite}.java").read_text()
+        assert re.search(rf"public void {method}\(\)", source), f"{suite} has no {method}"
+    bridge = [case for case in IN_JUNIT if re.search(r"-6700-(header-of|Lc-|extended-)", case)]
+    assert bridge == [], "the station bridge's answers are tested here only"
+
+
+def test_no_case_security_md_cites_is_left_to_junit() -> None:
+    cited = re.findall(r"`((?:AS|EI)\d-[0-9A-F]{4}-[^`]+)`", SECURITY.read_text())
+    assert cited, "SECURITY.md cites no case of this module by id"
+    kept = _KEPT["test_refusal_leaves_the_card_unchanged"]
+    for pattern in cited:
+        assert fnmatch.filter(kept, pattern), f"SECURITY.md cites {pattern}: no such case"
+        assert not fnmatch.filter(IN_JUNIT, pattern), f"SECURITY.md cites {pattern}"
