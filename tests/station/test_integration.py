@@ -34,11 +34,9 @@ from click.testing import CliRunner
 from integration_support import (
     CardState,
     CliRun,
-    ProtocolVector,
     as_config,
     ei_config,
     leaked,
-    protocol_vectors,
     read_card,
     run_verbose_cli,
     write_secret_file,
@@ -52,6 +50,7 @@ from keyload_host.transport import Pcsc
 from keyload_host.workflow import Outcome
 from keyload_station import supervisor as station
 from keyload_station.cardset import AppKey, SetSecrets, set_up_as
+from protocol_vectors import ProtocolVector, protocol_vectors
 from station_support import StationUp
 
 ROLES = ("AS", "AS", "EI", "EI")
