@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from keyload_host.audit import AuditLog
+from keyload_host.cards import AsCard
 from keyload_host.protocol import AID_EI, Ins
 from keyload_host.transport import Pcsc
 from keyload_station import supervisor as station
+from keyload_station.cardset import SetSecrets, set_up_as
 
-from .cards import KEYS, benchmark_secrets, set_up_as
+from .cards import KEYS
 from .raw import GET_INFO_COMMAND, BenchError, raw_cards, round_trips, select_command
 from .runs import Overhead, Rig, floor_series, overhead, personalize_series, warm_up
 from .stock import stock_bridge_card
@@ -347,11 +349,12 @@ def run(options: BenchOptions, progress: Progress = lambda _message: None) -> di
     try:
         with (
             tempfile.TemporaryDirectory(prefix="keyload-bench-", dir=options.audit_dir) as work,
-            benchmark_secrets() as values,
+            SetSecrets.drawn(KEYS) as values,
             Pcsc() as pcsc,
             AuditLog(Path(work) / "audit.jsonl") as audit,
         ):
-            set_up_as(pcsc, as_reader, values)
+            with pcsc.connect(as_reader) as transport:
+                set_up_as(AsCard(transport), KEYS, values)
             rig = Rig(pcsc, values, as_reader, options.control_port, TimedAudit(audit))
             progress(
                 f"warm-up: {options.warmup_loads} loads of each key (the JVM compiles jCardSim)"

@@ -15,8 +15,9 @@ from keyload_host.audit import NullAuditLog
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.transport import Pcsc
 from keyload_station import supervisor as station
+from keyload_station.cardset import SetSecrets, set_up_ei
 
-from .cards import KEYS, LOADS, BenchSecrets, serial_number, set_up_ei
+from .cards import KEYS, LOADS, SLOTS, serial_number
 from .raw import BenchError, Script, raw_cards, replay, wipe
 from .timing import CannedTransport, Recorder, Stopwatch, Tally, TimedAudit
 
@@ -29,7 +30,7 @@ class Rig:
     """The station, the AS in it and everything the series share."""
 
     pcsc: Pcsc
-    values: BenchSecrets
+    values: SetSecrets
     as_reader: str
     control_port: int
     audit: TimedAudit
@@ -47,7 +48,8 @@ def fresh_cards(rig: Rig, readers: Sequence[str], serials: Sequence[bytes] = ())
         began = time.perf_counter()
         station.swap(reader, "EI")
         rig.swap_seconds.append(time.perf_counter() - began)
-        set_up_ei(rig.pcsc, reader, serial, rig.values)
+        with rig.pcsc.connect(reader) as transport:
+            set_up_ei(EiCard(transport), serial, SLOTS, rig.values)
         rig.serials[reader] = serial
 
 

@@ -1,8 +1,8 @@
-"""Helpers for the integration tests: the §6 vectors read from docs/PROTOCOL.md, setup configs
-and secret files as an operator writes them, the real CLI run with its verbose APDU log next to
-the station's own APDU counters, and a scan of outputs for secrets.
+"""Helpers for the integration tests: setup configs and secret files as an operator writes them,
+the real CLI run with its verbose APDU log next to the station's own APDU counters, and a scan of
+outputs for secrets (the §6 vectors are ``tests/protocol_vectors.py``).
 
-Kept apart from tests/test_integration.py so that the test file reads as the scenario it checks.
+Kept apart from test_integration.py so that the test file reads as the scenario it checks.
 """
 
 from __future__ import annotations
@@ -19,98 +19,14 @@ from pathlib import Path
 
 from keyload_host.cards import Card
 from keyload_host.config import USAGE_SHORT
-from keyload_host.protocol import EXPORT_LIMIT_UNLIMITED, Info, KeyEntry, Usage
+from keyload_host.protocol import EXPORT_LIMIT_UNLIMITED, Info, KeyEntry
 from keyload_host.transport import Pcsc
 from keyload_station import supervisor as station
 from keyload_station.cardset import AppKey
 
-REPO = Path(__file__).resolve().parents[2]
-PROTOCOL_DOC = REPO / "docs" / "PROTOCOL.md"
 CLI_NAME = "keyload-host"
 OWNER_ONLY = 0o600
 """Secret files must be chmod 600: the host refuses any other mode."""
-
-# ------------------------------------------------------------------------------ §6 vectors
-
-
-@dataclass(frozen=True)
-class ProtocolVector:
-    """What one §6 vector gives the AS, and the EXPORT KEY exchange it must reproduce."""
-
-    name: str
-    transport_key: bytes
-    transport_kcv: bytes
-    app_key: bytes
-    serial: bytes
-    challenge: bytes
-    ref1: int
-    ref2: int
-    usage: Usage
-    version: int
-    diversify: bool
-    export_apdu: bytes
-    export_response: bytes
-    """Response data followed by the status word, as the card sends it."""
-
-
-_SECTION = re.compile(r"^## 6\. .*?(?=^## )", re.MULTILINE | re.DOTALL)
-_VECTOR_HEADING = re.compile(r"^### (V\d+):.*$", re.MULTILINE)
-_HEX = "[0-9A-F]+"
-_INPUT = r"^\s+{name}\s+=\s+(?P<hex>{hex})(?:\s+\(KCV (?P<kcv>{hex})\))?\s*$"
-_PARAMETERS = re.compile(
-    r"REF1=(?P<ref1>[0-9A-F]{2}) REF2=(?P<ref2>[0-9A-F]{2}) usage=(?P<usage>[0-9A-F]{2}) "
-    r"version=(?P<version>[0-9A-F]{4}) diversify=(?P<diversify>True|False)"
-)
-_EXPORT_APDU = re.compile(rf"^\s+EXPORT KEY\s+-> AS:\s*(?P<hex>{_HEX})\s*$", re.MULTILINE)
-_EXPORT_RESPONSE = re.compile(rf"^\s+AS response\s*:\s*(?P<hex>{_HEX})\s*$", re.MULTILINE)
-
-
-def _only_match(pattern: re.Pattern[str], body: str, vector: str, what: str) -> re.Match[str]:
-    found = list(pattern.finditer(body))
-    if len(found) != 1:
-        raise ValueError(f"{PROTOCOL_DOC}: vector {vector} has {len(found)} lines for {what}")
-    return found[0]
-
-
-def _input(body: str, vector: str, name: str) -> re.Match[str]:
-    pattern = re.compile(_INPUT.format(name=re.escape(name), hex=_HEX), re.MULTILINE)
-    return _only_match(pattern, body, vector, name)
-
-
-def protocol_vectors(path: Path = PROTOCOL_DOC) -> list[ProtocolVector]:
-    """Every vector of §6 of the project's PROTOCOL.md, read from the document itself so that
-    the test follows the contract rather than a copy of it."""
-    section = _SECTION.search(path.read_text())
-    if section is None:
-        raise ValueError(f"{path} has no section 6")
-    parts = _VECTOR_HEADING.split(section.group())
-    vectors = []
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        transport = _input(body, name, "T")
-        parameters = _only_match(_PARAMETERS, body, name, "REF1/REF2/usage/version/diversify")
-        vectors.append(
-            ProtocolVector(
-                name=name,
-                transport_key=bytes.fromhex(transport["hex"]),
-                transport_kcv=bytes.fromhex(transport["kcv"] or ""),
-                app_key=bytes.fromhex(_input(body, name, "TA")["hex"]),
-                serial=bytes.fromhex(_input(body, name, "SN")["hex"]),
-                challenge=bytes.fromhex(_input(body, name, "R")["hex"]),
-                ref1=int(parameters["ref1"], 16),
-                ref2=int(parameters["ref2"], 16),
-                usage=Usage(int(parameters["usage"], 16)),
-                version=int(parameters["version"], 16),
-                diversify=parameters["diversify"] == "True",
-                export_apdu=bytes.fromhex(
-                    _only_match(_EXPORT_APDU, body, name, "EXPORT KEY")["hex"]
-                ),
-                export_response=bytes.fromhex(
-                    _only_match(_EXPORT_RESPONSE, body, name, "AS response")["hex"]
-                ),
-            )
-        )
-    return vectors
-
 
 # ------------------------------------------------------------------------------ operator files
 

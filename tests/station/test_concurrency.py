@@ -18,21 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from keyload_bench.cards import (
-    AS_SETUP,
-    KEYS,
-    LOADS,
-    BenchSecrets,
-    benchmark_secrets,
-    serial_number,
-    set_up_ei,
-)
+from keyload_bench.cards import KEYS, LOADS, SLOTS, serial_number
 from keyload_host.audit import AuditLog
 from keyload_host.cards import AsCard, EiCard
-from keyload_host.provisioning import setup_as
 from keyload_host.transport import Pcsc, Transport
 from keyload_host.workflow import CardReport, LoadResult, Outcome, run_batch, run_watch
 from keyload_station import supervisor as station
+from keyload_station.cardset import SetSecrets, set_up_as, set_up_ei
 from station_support import StationUp
 
 ROLES = ("AS@jcop4", "AS@jcop4", "EI@jcop4", "EI@jcop4", "EI@jcop4")
@@ -42,35 +34,31 @@ LIMITED = KEYS[0]
 
 
 @pytest.fixture
-def secrets_(station_up: StationUp) -> Iterator[BenchSecrets]:
-    with benchmark_secrets() as values:
+def secrets_(station_up: StationUp) -> Iterator[SetSecrets]:
+    with SetSecrets.drawn(KEYS) as values:
         yield values
 
 
-def fresh_as(reader: str, values: BenchSecrets, limit: int | None = None) -> None:
+def fresh_as(reader: str, values: SetSecrets, limit: int | None = None) -> None:
     """A fresh AS in ``reader`` with the benchmark's keys, ``limit`` exports of LIMITED."""
     station.swap(reader)
-    setup = AS_SETUP
-    if limit is not None:
-        keys = tuple(
-            replace(key, export_limit=limit) if key.ref == LIMITED.ref1 else key
-            for key in AS_SETUP.keys
-        )
-        setup = replace(AS_SETUP, keys=keys)
+    keys = [
+        replace(key, export_limit=limit) if limit is not None and key == LIMITED else key
+        for key in KEYS
+    ]
     with Pcsc() as pcsc, pcsc.connect(reader) as transport:
-        card = AsCard(transport)
-        setup_as(card, setup, values.load)
-        card.lock()
+        set_up_as(AsCard(transport), keys, values)
 
 
-def fresh_eis(values: BenchSecrets, first_number: int) -> list[bytes]:
+def fresh_eis(values: SetSecrets, first_number: int) -> list[bytes]:
     """A fresh EI of the set in every EI reader; their serials."""
     serials = []
     with Pcsc() as pcsc:
         for offset, reader in enumerate(EI_READERS):
             station.swap(reader)
             serial = serial_number(first_number + offset)
-            set_up_ei(pcsc, reader, serial, values)
+            with pcsc.connect(reader) as transport:
+                set_up_ei(EiCard(transport), serial, SLOTS, values)
             serials.append(serial)
     return serials
 
@@ -121,7 +109,7 @@ def ei_cards(spans: Spans | None = None) -> Iterator[list[EiCard]]:
 
 
 def batch(
-    values: BenchSecrets,
+    values: SetSecrets,
     audit_path: Path,
     as_readers: Sequence[str] = (AS_READER,),
     spans: Spans | None = None,
@@ -163,7 +151,7 @@ def slot_versions(reader: str) -> dict[int, int]:
         return {entry.ref: entry.version for entry in card.list_keys() if entry.loaded}
 
 
-def test_every_ei_reader_is_served_at_once(secrets_: BenchSecrets, tmp_path: Path) -> None:
+def test_every_ei_reader_is_served_at_once(secrets_: SetSecrets, tmp_path: Path) -> None:
     fresh_as(AS_READER, secrets_)
     serials = fresh_eis(secrets_, 1)
     spans = Spans()
@@ -176,7 +164,7 @@ def test_every_ei_reader_is_served_at_once(secrets_: BenchSecrets, tmp_path: Pat
 
 
 def test_export_limits_hold_when_cards_are_served_at_once(
-    secrets_: BenchSecrets, tmp_path: Path
+    secrets_: SetSecrets, tmp_path: Path
 ) -> None:
     """Two exports left for three cards in the readers at once: the watch session gives the key
     to exactly two of them, the third is refused by the AS (6983), the audit says the same."""
@@ -225,7 +213,7 @@ def test_export_limits_hold_when_cards_are_served_at_once(
 
 
 def test_a_pool_of_two_as_cards_shares_the_exports_and_sums_the_limits(
-    secrets_: BenchSecrets, tmp_path: Path
+    secrets_: SetSecrets, tmp_path: Path
 ) -> None:
     """Each AS may export the limited key twice; three cards need three: the pool serves them,
     and each AS keeps its own count."""
@@ -243,7 +231,7 @@ def test_a_pool_of_two_as_cards_shares_the_exports_and_sums_the_limits(
     assert sorted(counts) in ([1, 2], [2, 1]) and sum(counts) == 3
 
 
-def test_a_card_pulled_among_several_fails_alone(secrets_: BenchSecrets, tmp_path: Path) -> None:
+def test_a_card_pulled_among_several_fails_alone(secrets_: SetSecrets, tmp_path: Path) -> None:
     fresh_as(AS_READER, secrets_)
     fresh_eis(secrets_, 31)
     station.pull(EI_READERS[1], 4, "before")  # SELECT, LIST KEYS, GET CHALLENGE, IMPORT KEY
@@ -256,7 +244,7 @@ def test_a_card_pulled_among_several_fails_alone(secrets_: BenchSecrets, tmp_pat
 
 
 def test_a_stalled_reader_fails_its_card_and_the_others_go_on(
-    secrets_: BenchSecrets, tmp_path: Path
+    secrets_: SetSecrets, tmp_path: Path
 ) -> None:
     fresh_as(AS_READER, secrets_)
     fresh_eis(secrets_, 41)
@@ -275,7 +263,7 @@ def test_a_stalled_reader_fails_its_card_and_the_others_go_on(
         assert {r.outcome for r in results if r.reader == reader} == {Outcome.LOADED}
     (report,) = [r for r in reports if r.reader == stalled]
     assert report.stalled
-    assert report.problem == (f"reader '{stalled}' stalled: no answer to IMPORT_KEY within 2 s"), (
+    assert report.problem == (f"reader '{stalled}' stalled: no answer to IMPORT KEY within 2 s"), (
         report
     )
     assert any(
@@ -286,7 +274,7 @@ def test_a_stalled_reader_fails_its_card_and_the_others_go_on(
 
 
 def test_ctrl_c_in_the_middle_of_a_concurrent_round_records_every_card(
-    secrets_: BenchSecrets, tmp_path: Path
+    secrets_: SetSecrets, tmp_path: Path
 ) -> None:
     """The operator's Ctrl-C while three cards are being loaded: the CLI stops each after its
     current key, prints the summary, and the audit log holds what every card really got."""

@@ -34,11 +34,9 @@ from click.testing import CliRunner
 from integration_support import (
     CardState,
     CliRun,
-    ProtocolVector,
     as_config,
     ei_config,
     leaked,
-    protocol_vectors,
     read_card,
     run_verbose_cli,
     write_secret_file,
@@ -47,11 +45,12 @@ from keyload_host import crypto
 from keyload_host.audit import EVENT_KEY, EVENT_PREFLIGHT_REFUSED, line_hash
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.cli import main
-from keyload_host.protocol import EXPORT_LIMIT_UNLIMITED, LifeCycle, Usage, kcv_text
+from keyload_host.protocol import LifeCycle, Usage, kcv_text
 from keyload_host.transport import Pcsc
 from keyload_host.workflow import Outcome
 from keyload_station import supervisor as station
-from keyload_station.cardset import AppKey
+from keyload_station.cardset import AppKey, SetSecrets, set_up_as
+from protocol_vectors import ProtocolVector, protocol_vectors
 from station_support import StationUp
 
 ROLES = ("AS", "AS", "EI", "EI")
@@ -65,9 +64,7 @@ EI_CARD_COUNT = 4
 """Personalized through the two EI readers, two at a time."""
 AUTH_KEY = AppKey(0x03, 0x01, Usage.AUTHENTICATE, 16, 0x0001, diversify=False)
 MAC_KEY = AppKey(0x10, 0x05, Usage.MAC, 24, 0x0102, diversify=True)
-ENC_KEY = AppKey(
-    0x20, 0x0F, Usage.ENCRYPT, 32, 0x0003, diversify=False, export_limit=EI_CARD_COUNT
-)
+ENC_KEY = AppKey(0x20, 0x0F, Usage.ENCRYPT, 32, 0x0003, diversify=False, export_limit=EI_CARD_COUNT)
 """Its export limit is spent by the card set, for the exhausted-limit refusal."""
 APP_KEYS = (AUTH_KEY, MAC_KEY, ENC_KEY)
 SERIAL_LENGTHS = (8, 16, 11, 8)
@@ -113,18 +110,10 @@ def test_as_reproduces_the_protocol_vector(station_up: StationUp, vector: Protoc
     with Pcsc() as pcsc, pcsc.connect(VECTOR_AS_READER) as transport:
         card = AsCard(transport)
         assert card.select().life_cycle == LifeCycle.SETUP
-        card.set_transport_key(vector.transport_key)
-        card.set_pin(pin)
-        card.put_app_key(
-            vector.ref1,
-            vector.usage,
-            vector.version,
-            vector.diversify,
-            EXPORT_LIMIT_UNLIMITED,
-            vector.app_key,
+        key = AppKey.holding(
+            vector.ref1, vector.usage, vector.app_key, vector.version, diversify=vector.diversify
         )
-        card.lock()
-        info = card.select()
+        info = set_up_as(card, (key,), SetSecrets(vector.transport_key, pin))
         assert (info.life_cycle, info.transport_kcv) == (
             LifeCycle.OPERATIONAL,
             vector.transport_kcv,

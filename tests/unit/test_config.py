@@ -133,69 +133,54 @@ def test_a_malformed_secret_source(tmp_path: Path) -> None:
     assert "transport_key: must be one of" in line
 
 
-@pytest.mark.parametrize(
-    ("old", "new", "message"),
-    [
-        (
-            'serial = "4B4C 0000 0000 0001"',
-            'serial = "4B4C0000"',
-            "serial: must be 8 to 16 bytes, found 4",
-        ),
-        (
-            'serial = "4B4C 0000 0000 0001"',
-            'serial = "4B4C00000000000X"',
-            "serial: must be a string of hex",
-        ),
-        ("key_length = 24", "key_length = 20", "slots[1].key_length: must be 16, 24 or 32"),
-        ("retry_limit = 5", "retry_limit = 16", "retry_limit: 16 (0x10) is out of range 0x1..0xF"),
-        ("ref = 0x05", "ref = 0x80", "slots[1].ref: 128 (0x80) is out of range 0x1..0x7F"),
-        ("ref = 0x05", "ref = 0", "slots[1].ref: 0 (0x0) is out of range"),
-        ("ref = 0x05", "ref = 0x01", "slots[1].ref: reference 0x01 is used twice"),
-        ('usage = "mac"', 'usage = "sign"', "slots[1].usage: must be one of auth, mac, enc"),
-        (
-            "accepts_import = false",
-            'accepts_import = "no"',
-            "slots[1].accepts_import: must be true or false",
-        ),
-        ("retry_limit = 5", "retry_limit = 5\ncolour = 1", "colour: unknown field"),
-    ],
-    ids=[
-        "serial length",
-        "serial not hex",
-        "key length",
-        "retry limit range",
-        "ref range",
-        "reserved ref 0",
-        "duplicate ref",
-        "usage",
-        "boolean",
-        "unknown field",
-    ],
-)
-def test_ei_config_errors(tmp_path: Path, old: str, new: str, message: str) -> None:
-    assert old in EI_CONFIG
-    (line,) = problems(load_ei_setup, tmp_path, EI_CONFIG.replace(old, new, 1))
-    assert message in line
+CONFIGS = {"AS": (load_as_setup, AS_CONFIG), "EI": (load_ei_setup, EI_CONFIG)}
+CONFIG_ERRORS = [
+    # (config, id, the line changed, what it becomes, the error line's message)
+    ("EI", "serial length", 'serial = "4B4C 0000 0000 0001"', 'serial = "4B4C0000"',
+     "serial: must be 8 to 16 bytes, found 4"),
+    ("EI", "serial not hex", 'serial = "4B4C 0000 0000 0001"', 'serial = "4B4C00000000000X"',
+     "serial: must be a string of hex"),
+    ("EI", "key length", "key_length = 24", "key_length = 20",
+     "slots[1].key_length: must be 16, 24 or 32"),
+    ("EI", "retry limit range", "retry_limit = 5", "retry_limit = 16",
+     "retry_limit: 16 (0x10) is out of range 0x1..0xF"),
+    ("EI", "ref range", "ref = 0x05", "ref = 0x80",
+     "slots[1].ref: 128 (0x80) is out of range 0x1..0x7F"),
+    ("EI", "reserved ref 0", "ref = 0x05", "ref = 0", "slots[1].ref: 0 (0x0) is out of range"),
+    ("EI", "duplicate ref", "ref = 0x05", "ref = 0x01",
+     "slots[1].ref: reference 0x01 is used twice"),
+    ("EI", "usage", 'usage = "mac"', 'usage = "sign"',
+     "slots[1].usage: must be one of auth, mac, enc"),
+    ("EI", "boolean", "accepts_import = false", 'accepts_import = "no"',
+     "slots[1].accepts_import: must be true or false"),
+    ("EI", "unknown field", "retry_limit = 5", "retry_limit = 5\ncolour = 1",
+     "colour: unknown field"),
+    ("AS", "version 0", "version = 1", "version = 0",
+     "keys[0].version: 0 (0x0) is out of range 0x1..0xFFFF"),
+    ("AS", "version too big", "version = 1", "version = 0x10000",
+     "keys[0].version: 65536 (0x10000) is out of range"),
+    ("AS", "export limit", "export_limit = 500", "export_limit = 65535",
+     'keys[1].export_limit: must be "unlimited" or'),
+    ("AS", "negative limit", "export_limit = 500", "export_limit = -1",
+     'keys[1].export_limit: must be "unlimited" or'),
+    ("AS", "duplicate ref", "ref = 0x10", "ref = 0x03",
+     "keys[1].ref: reference 0x03 is used twice"),
+    ("AS", "type", "version = 1", 'version = "1"',
+     "keys[0].version: must be a whole number, found str '1'"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("old", "new", "message"),
+    ("config", "old", "new", "message"),
     [
-        ("version = 1", "version = 0", "keys[0].version: 0 (0x0) is out of range 0x1..0xFFFF"),
-        ("version = 1", "version = 0x10000", "keys[0].version: 65536 (0x10000) is out of range"),
-        (
-            "export_limit = 500",
-            "export_limit = 65535",
-            'keys[1].export_limit: must be "unlimited" or',
-        ),
-        ("export_limit = 500", "export_limit = -1", 'keys[1].export_limit: must be "unlimited" or'),
-        ("ref = 0x10", "ref = 0x03", "keys[1].ref: reference 0x03 is used twice"),
-        ("version = 1", 'version = "1"', "keys[0].version: must be a whole number, found str '1'"),
+        pytest.param(config, *change, id=f"{config} {name}")
+        for config, name, *change in CONFIG_ERRORS
     ],
-    ids=["version 0", "version too big", "export limit", "negative limit", "duplicate ref", "type"],
 )
-def test_as_config_errors(tmp_path: Path, old: str, new: str, message: str) -> None:
-    (line,) = problems(load_as_setup, tmp_path, AS_CONFIG.replace(old, new, 1))
+def test_config_errors(tmp_path: Path, config: str, old: str, new: str, message: str) -> None:
+    loader, text = CONFIGS[config]
+    assert old in text
+    (line,) = problems(loader, tmp_path, text.replace(old, new, 1))
     assert message in line
 
 

@@ -1,6 +1,6 @@
-"""The adversarial suite's bench: the simulated station's cards through pyscard and pcscd, set up
-with known secrets through the host library, raw APDUs, snapshots of what a card stores, and
-key blocks forged with the reference crypto.
+"""The adversarial suite's bench: the simulated station's cards through pyscard and pcscd, the
+suite's known secrets (cards are set up with them through ``keyload_station.cardset``), raw
+APDUs, snapshots of what a card stores, and key blocks forged with the reference crypto.
 
 Every test module of the suite brings its own station up (one per module, down at the end), so
 the modules stay independent and each can be run alone.
@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from keyload_host import crypto
 from keyload_host.apdu import Command, Response
 from keyload_host.cards import AsCard, EiCard
+from keyload_host.config import SlotConfig
 from keyload_host.protocol import (
     AES_BLOCK,
     CHALLENGE_LENGTH,
@@ -40,7 +41,7 @@ from keyload_host.protocol import (
 )
 from keyload_host.transport import Pcsc, PcscTransport
 from keyload_station import supervisor as station
-from keyload_station.cardset import AppKey
+from keyload_station.cardset import AppKey, SetSecrets
 
 # Test secrets: they exist only on the simulated cards of this suite.
 TRANSPORT_KEY = bytes.fromhex("A0A1A2A3A4A5A6A7A8A9AAABACADAEAFB0B1B2B3B4B5B6B7B8B9BABBBCBDBEBF")
@@ -50,6 +51,11 @@ OTHER_SET_TRANSPORT_KEY = bytes.fromhex(
 SHORT_TRANSPORT_KEY = bytes.fromhex("E0E1E2E3E4E5E6E7E8E9EAEBECEDEEEF")
 PIN = b"2468"
 WRONG_PIN = b"1357"
+TEST_SET = SetSecrets(TRANSPORT_KEY, PIN)
+"""The suite's set, for ``cardset.set_up_as`` and ``set_up_ei`` (its keys bring their values)."""
+OTHER_SET = SetSecrets(OTHER_SET_TRANSPORT_KEY, PIN)
+SHORT_T_SET = SetSecrets(SHORT_TRANSPORT_KEY, PIN)
+"""A set whose transport key (AES-128) is shorter than some of its keys."""
 
 INFO_STATE = 2
 INFO_TRIES = 7
@@ -58,19 +64,6 @@ ENTRY_COUNT = slice(10, 12)
 
 LE_ANY = 256
 """Le of a short case 2/4 APDU asking for up to 256 bytes (sent as 00)."""
-
-
-# ------------------------------------------------------------------------------ key and slot specs
-
-
-@dataclass(frozen=True)
-class SlotSpec:
-    """An EI slot."""
-
-    ref2: int
-    key_length: int
-    usage: Usage
-    accepts_import: bool = True
 
 
 # ------------------------------------------------------------------------------ station
@@ -130,48 +123,7 @@ class Bench:
         self.transport(index).reconnect(reset=True)
 
 
-# ------------------------------------------------------------------------------ card setup
-
-
-def setup_as(
-    card: AsCard,
-    keys: Sequence[AppKey],
-    transport_key: bytes = TRANSPORT_KEY,
-    *,
-    pin: bytes = PIN,
-    lock: bool = True,
-) -> Info:
-    """Pre-personalize a blank AS through its SETUP commands; LOCK it unless told otherwise."""
-    card.select()
-    card.set_transport_key(transport_key)
-    card.set_pin(pin)
-    for key in keys:
-        card.put_app_key(key.ref1, key.usage, key.version, key.diversify, key.export_limit, key.key)
-    if lock:
-        card.lock()
-    return card.select()
-
-
-def setup_ei(
-    card: EiCard,
-    serial: bytes,
-    slots: Sequence[SlotSpec],
-    transport_key: bytes = TRANSPORT_KEY,
-    *,
-    retry_limit: int | None = None,
-    lock: bool = True,
-) -> Info:
-    """Pre-personalize a blank EI through its SETUP commands; LOCK it unless told otherwise."""
-    card.select()
-    card.set_transport_key(transport_key)
-    card.set_serial(serial)
-    if retry_limit is not None:
-        card.set_retry_limit(retry_limit)
-    for slot in slots:
-        card.define_slot(slot.ref2, slot.key_length, slot.usage, slot.accepts_import)
-    if lock:
-        card.lock()
-    return card.select()
+# ------------------------------------------------------------------------------ key loads
 
 
 def export_for(as_card: AsCard, ei_card: EiCard, ref1: int, ref2: int) -> tuple[bytes, bytes]:
@@ -347,7 +299,7 @@ def header_for(key: AppKey, ref2: int, **changes: int) -> KeyBlockHeader:
     return KeyBlockHeader(**fields)
 
 
-def flags_of(slot: SlotSpec) -> int:
+def flags_of(slot: SlotConfig) -> int:
     return FLAG_ACCEPTS_IMPORT if slot.accepts_import else 0
 
 

@@ -31,18 +31,16 @@ from dataclasses import dataclass
 import pytest
 from adversarial_support import (
     PIN,
+    TEST_SET,
     TRANSPORT_KEY,
     AppKey,
     Bench,
-    SlotSpec,
     command,
     exchange,
     export_data,
     is_verification_failure,
     load,
     proprietary,
-    setup_as,
-    setup_ei,
     snapshot,
     verify_apdu,
 )
@@ -50,6 +48,7 @@ from hypothesis import HealthCheck, given, note, seed, settings
 from hypothesis import strategies as st
 from keyload_host.apdu import Response
 from keyload_host.cards import Card
+from keyload_host.config import SlotConfig
 from keyload_host.protocol import (
     AID_AS,
     AID_EI,
@@ -63,6 +62,7 @@ from keyload_host.protocol import (
 )
 from keyload_host.transport import PcscTransport
 from keyload_station import supervisor as station
+from keyload_station.cardset import set_up_as, set_up_ei
 from station_support import StationUp
 
 EXAMPLES_ENV = "KEYLOAD_FUZZ_EXAMPLES"
@@ -77,8 +77,8 @@ AUTH = AppKey.holding(
     0x03, Usage.AUTHENTICATE, bytes.fromhex("00112233445566778899AABBCCDDEEFF"), 2
 )
 MAC = AppKey.holding(0x10, Usage.MAC, bytes(range(24)), 1, diversify=True)
-SLOT_AUTH = SlotSpec(0x01, 16, Usage.AUTHENTICATE)
-SLOT_MAC = SlotSpec(0x05, 24, Usage.MAC)
+SLOT_AUTH = SlotConfig(0x01, 16, Usage.AUTHENTICATE, accepts_import=True)
+SLOT_MAC = SlotConfig(0x05, 24, Usage.MAC, accepts_import=True)
 SERIAL = bytes.fromhex("4B4C0000000000F1")
 BLOCKED_SERIAL = bytes.fromhex("4B4C0000000000F2")
 RETRY_LIMIT = 15
@@ -109,7 +109,7 @@ def _valid_commands(block: bytes) -> list[bytes]:
         command(CLA_ISO, Ins.GET_CHALLENGE, le=16),
         proprietary(Ins.EXPORT_KEY, export_data(AUTH.ref1, 1, bytes(16), SERIAL), 256),
         proprietary(Ins.IMPORT_KEY, block),
-        command(CLA_ISO, Ins.INTERNAL_AUTHENTICATE, 0, SLOT_AUTH.ref2, b"challenge", 16),
+        command(CLA_ISO, Ins.INTERNAL_AUTHENTICATE, 0, SLOT_AUTH.ref, b"challenge", 16),
     ]
 
 
@@ -254,7 +254,7 @@ def _restore_ei(target: Target) -> None:
     if target.card.select().tries_remaining < RETRY_LIMIT:
         exporter = Target(target.bench, AS_OPERATIONAL, LifeCycle.OPERATIONAL, _restore_as)
         _restore_as(exporter)
-        load(exporter.card, target.card, AUTH.ref1, SLOT_AUTH.ref2)
+        load(exporter.card, target.card, AUTH.ref1, SLOT_AUTH.ref)
     target.card.get_challenge()
 
 
@@ -284,12 +284,12 @@ def fuzzing(station_up: StationUp) -> Iterator[Fuzzing]:
     bench = Bench(ROLES)
     try:
         as_card, ei = bench.as_card(AS_OPERATIONAL), bench.ei_card(EI_OPERATIONAL)
-        setup_as(as_card, (AUTH, MAC))
-        setup_ei(ei, SERIAL, (SLOT_AUTH, SLOT_MAC), retry_limit=RETRY_LIMIT)
+        set_up_as(as_card, (AUTH, MAC), TEST_SET)
+        set_up_ei(ei, SERIAL, (SLOT_AUTH, SLOT_MAC), TEST_SET, retry_limit=RETRY_LIMIT)
         as_card.verify_pin(PIN)
-        block = load(as_card, ei, AUTH.ref1, SLOT_AUTH.ref2)
+        block = load(as_card, ei, AUTH.ref1, SLOT_AUTH.ref)
         blocked = bench.ei_card(EI_BLOCKED)
-        setup_ei(blocked, BLOCKED_SERIAL, (SLOT_AUTH,), retry_limit=1)
+        set_up_ei(blocked, BLOCKED_SERIAL, (SLOT_AUTH,), TEST_SET, retry_limit=1)
         blocked.get_challenge()
         assert exchange(blocked.transport, proprietary(Ins.IMPORT_KEY, block)).sw == 0x63C0
         yield Fuzzing(bench, _valid_commands(block))

@@ -21,12 +21,10 @@ from pathlib import Path
 import pytest
 from adversarial_support import (
     PIN,
+    TEST_SET,
     TRANSPORT_KEY,
     AppKey,
     Bench,
-    SlotSpec,
-    setup_as,
-    setup_ei,
     snapshot,
 )
 from integration_support import CliRun, run_verbose_cli, write_secret_file
@@ -36,8 +34,10 @@ from keyload_host.audit import (
     EVENT_SESSION_END,
     EVENT_SESSION_START,
 )
+from keyload_host.config import SlotConfig
 from keyload_host.protocol import Usage
 from keyload_station import supervisor as station
+from keyload_station.cardset import set_up_as, set_up_ei
 from station_support import StationUp
 
 ROLES = ("AS", "EI", "EI", "EI", "AS", "EI")
@@ -52,7 +52,10 @@ AUTH = AppKey.holding(
     0x03, Usage.AUTHENTICATE, bytes.fromhex("00112233445566778899AABBCCDDEEFF"), 1
 )
 ENC = AppKey.holding(0x20, Usage.ENCRYPT, bytes(range(0x40, 0x60)), 1)
-SLOTS = (SlotSpec(0x01, 16, Usage.AUTHENTICATE), SlotSpec(0x0F, 32, Usage.ENCRYPT))
+SLOTS = (
+    SlotConfig(0x01, 16, Usage.AUTHENTICATE, accepts_import=True),
+    SlotConfig(0x0F, 32, Usage.ENCRYPT, accepts_import=True),
+)
 LOADS = ("03:01", "20:0F")
 SERIALS = {index: bytes.fromhex(f"4B4C00000000D00{index}") for index in EI_INDEXES}
 
@@ -100,9 +103,9 @@ def batch(bench: Bench, tmp_path: Path) -> Iterator[Batch]:
     connections are closed before the CLI runs, since it opens the cards exclusively."""
     for index in (AS_READER_INDEX, *EI_INDEXES):
         bench.fresh(index)
-    setup_as(bench.as_card(AS_READER_INDEX), (AUTH, ENC))
+    set_up_as(bench.as_card(AS_READER_INDEX), (AUTH, ENC), TEST_SET)
     for index in EI_INDEXES:
-        setup_ei(bench.ei_card(index), SERIALS[index], SLOTS)
+        set_up_ei(bench.ei_card(index), SERIALS[index], SLOTS, TEST_SET)
     bench.close()
     yield Batch(write_secret_file(tmp_path / "pin", PIN.decode()), tmp_path / "audit.jsonl")
     bench.close()

@@ -13,26 +13,25 @@ import pytest
 from adversarial_support import (
     GET_CHALLENGE,
     LE_ANY,
-    OTHER_SET_TRANSPORT_KEY,
+    OTHER_SET,
     PIN,
+    TEST_SET,
     WRONG_PIN,
     AppKey,
     Bench,
-    SlotSpec,
     exchange,
     export_data,
     export_for,
     load,
     proprietary,
     refused,
-    setup_as,
-    setup_ei,
     snapshot,
     verify_apdu,
 )
 from keyload_host import crypto
 from keyload_host.apdu import CardError
 from keyload_host.cards import AsCard, EiCard
+from keyload_host.config import SlotConfig
 from keyload_host.protocol import (
     KEY_LENGTHS,
     SW,
@@ -41,6 +40,7 @@ from keyload_host.protocol import (
     LifeCycle,
     Usage,
 )
+from keyload_station.cardset import set_up_as, set_up_ei
 from station_support import StationUp
 
 ROLES = ("AS", "AS", "AS", "AS", "AS", "EI", "EI", "EI")
@@ -59,9 +59,9 @@ AUTH_OTHER_KEY = AppKey.holding(
 )
 AUTH_NEWER = AppKey.holding(0x04, AUTH.usage, bytes.fromhex("303132333435363738393A3B3C3D3E3F"), 3)
 
-SLOT_AUTH = SlotSpec(0x01, 16, Usage.AUTHENTICATE)
-SLOT_AUTH_SPARE = SlotSpec(0x03, 16, Usage.AUTHENTICATE)
-SLOT_ENC = SlotSpec(0x0F, 32, Usage.ENCRYPT)
+SLOT_AUTH = SlotConfig(0x01, 16, Usage.AUTHENTICATE, accepts_import=True)
+SLOT_AUTH_SPARE = SlotConfig(0x03, 16, Usage.AUTHENTICATE, accepts_import=True)
+SLOT_ENC = SlotConfig(0x0F, 32, Usage.ENCRYPT, accepts_import=True)
 EI_SLOTS = (SLOT_AUTH, SLOT_AUTH_SPARE, SLOT_ENC)
 SERIAL_A = bytes.fromhex("4B4C00000000A001")
 SERIAL_B = bytes.fromhex("4B4C00000000B0020000")
@@ -79,17 +79,19 @@ def bench(station_up: StationUp) -> Iterator[Bench]:
     cards of the set, A and B loaded with the main AS's authentication key."""
     bench = Bench(ROLES)
     try:
-        setup_as(bench.as_card(MAIN_AS), (AUTH, ENC, LIMITED))
-        setup_as(bench.as_card(OLDER_AS), (AUTH_OLDER,))
-        setup_as(bench.as_card(OTHER_KEY_AS), (AUTH_OTHER_KEY, AUTH_NEWER))
-        setup_as(bench.as_card(OTHER_SET_AS), (AUTH,), OTHER_SET_TRANSPORT_KEY)
-        setup_as(bench.as_card(PIN_AS), (AUTH,))
-        setup_ei(bench.ei_card(EI_A), SERIAL_A, EI_SLOTS, retry_limit=RETRY_LIMIT)
-        setup_ei(bench.ei_card(EI_B), SERIAL_B, EI_SLOTS, retry_limit=RETRY_LIMIT)
-        setup_ei(bench.ei_card(EI_FEW_TRIES), SERIAL_FEW, EI_SLOTS, retry_limit=FEW_TRIES)
+        set_up_as(bench.as_card(MAIN_AS), (AUTH, ENC, LIMITED), TEST_SET)
+        set_up_as(bench.as_card(OLDER_AS), (AUTH_OLDER,), TEST_SET)
+        set_up_as(bench.as_card(OTHER_KEY_AS), (AUTH_OTHER_KEY, AUTH_NEWER), TEST_SET)
+        set_up_as(bench.as_card(OTHER_SET_AS), (AUTH,), OTHER_SET)
+        set_up_as(bench.as_card(PIN_AS), (AUTH,), TEST_SET)
+        set_up_ei(bench.ei_card(EI_A), SERIAL_A, EI_SLOTS, TEST_SET, retry_limit=RETRY_LIMIT)
+        set_up_ei(bench.ei_card(EI_B), SERIAL_B, EI_SLOTS, TEST_SET, retry_limit=RETRY_LIMIT)
+        set_up_ei(
+            bench.ei_card(EI_FEW_TRIES), SERIAL_FEW, EI_SLOTS, TEST_SET, retry_limit=FEW_TRIES
+        )
         main = verified(bench, MAIN_AS)
         for ei in (EI_A, EI_B):
-            load(main, bench.ei_card(ei), AUTH.ref1, SLOT_AUTH.ref2)
+            load(main, bench.ei_card(ei), AUTH.ref1, SLOT_AUTH.ref)
         yield bench
     finally:
         bench.close()
@@ -137,11 +139,11 @@ def test_every_flipped_byte_is_refused_and_spends_one_try(bench: Bench, key: App
     main, ei = verified(bench, MAIN_AS), selected_ei(bench, EI_A)
     slot = SLOT_AUTH if key is AUTH else SLOT_ENC
     baseline = snapshot(ei.transport)
-    _challenge, block = export_for(main, ei, key.ref1, slot.ref2)
+    _challenge, block = export_for(main, ei, key.ref1, slot.ref)
     positions = range(len(block))
     for position in positions:
         if position:  # the first block's challenge is still fresh
-            _challenge, block = export_for(main, ei, key.ref1, slot.ref2)
+            _challenge, block = export_for(main, ei, key.ref1, slot.ref)
         tampered = bytearray(block)
         tampered[position] ^= FLIP
         sw, spends_try = expected_refusal(position, tampered[position])
@@ -150,24 +152,24 @@ def test_every_flipped_byte_is_refused_and_spends_one_try(bench: Bench, key: App
             sw |= tries - 1
         refused(ei.transport, import_apdu(tampered), sw, spends_try=spends_try)
         if snapshot(ei.transport).tries == 1:
-            load(main, ei, AUTH.ref1, SLOT_AUTH.ref2)  # a good import gives every try back
+            load(main, ei, AUTH.ref1, SLOT_AUTH.ref)  # a good import gives every try back
             assert snapshot(ei.transport).tries == RETRY_LIMIT
-    load(main, ei, AUTH.ref1, SLOT_AUTH.ref2)
+    load(main, ei, AUTH.ref1, SLOT_AUTH.ref)
     assert snapshot(ei.transport).without_tries() == baseline.without_tries()
     assert snapshot(ei.transport).tries == RETRY_LIMIT
-    assert not snapshot(ei.transport).entries()[SLOT_ENC.ref2].loaded
+    assert not snapshot(ei.transport).entries()[SLOT_ENC.ref].loaded
 
 
 def test_exhausted_tries_leave_the_ei_blocked_for_good(bench: Bench) -> None:
     main, ei = verified(bench, MAIN_AS), selected_ei(bench, EI_FEW_TRIES)
     for left in reversed(range(FEW_TRIES)):
-        _challenge, block = export_for(main, ei, AUTH.ref1, SLOT_AUTH.ref2)
+        _challenge, block = export_for(main, ei, AUTH.ref1, SLOT_AUTH.ref)
         forged = block[:-1] + bytes([block[-1] ^ FLIP])
         refused(ei.transport, import_apdu(forged), SW_VERIFY_FAILED_BASE | left, spends_try=True)
     blocked = snapshot(ei.transport)
     assert (blocked.life_cycle, blocked.tries) == (LifeCycle.BLOCKED, 0)
 
-    genuine = main.export_key(AUTH.ref1, SLOT_AUTH.ref2, bytes(16), SERIAL_FEW)
+    genuine = main.export_key(AUTH.ref1, SLOT_AUTH.ref, bytes(16), SERIAL_FEW)
     for event in ("none", "warm reset", "power cycle"):
         if event == "warm reset":
             bench.warm_reset(EI_FEW_TRIES)
@@ -179,7 +181,7 @@ def test_exhausted_tries_leave_the_ei_blocked_for_good(bench: Bench) -> None:
         refused(ei.transport, import_apdu(genuine), SW.BLOCKED)
         # v1.1 §8.1: served as when OPERATIONAL (the slot is empty)
         with pytest.raises(CardError) as refusal:
-            ei.internal_authenticate(SLOT_AUTH.ref2, b"\x01")
+            ei.internal_authenticate(SLOT_AUTH.ref, b"\x01")
         assert refusal.value.sw == SW.REFERENCED_DATA_NOT_FOUND
 
 
@@ -188,51 +190,51 @@ def test_exhausted_tries_leave_the_ei_blocked_for_good(bench: Bench) -> None:
 
 def test_a_block_is_accepted_once(bench: Bench) -> None:
     main, ei = verified(bench, MAIN_AS), selected_ei(bench, EI_A)
-    block = load(main, ei, AUTH.ref1, SLOT_AUTH.ref2)
+    block = load(main, ei, AUTH.ref1, SLOT_AUTH.ref)
     refused(ei.transport, import_apdu(block), SW.CONDITIONS_NOT_SATISFIED)  # R was spent
     ei.get_challenge()
     refused_spending_a_try(ei, block)
     bench.power_cycle(EI_A)
     ei = selected_ei(bench, EI_A)
     refused(ei.transport, import_apdu(block), SW.CONDITIONS_NOT_SATISFIED)
-    load(main, ei, AUTH.ref1, SLOT_AUTH.ref2)
+    load(main, ei, AUTH.ref1, SLOT_AUTH.ref)
 
 
 def test_a_block_for_card_a_is_refused_by_card_b(bench: Bench) -> None:
     main, a, b = verified(bench, MAIN_AS), selected_ei(bench, EI_A), selected_ei(bench, EI_B)
-    _challenge, block_for_a = export_for(main, a, ENC.ref1, SLOT_ENC.ref2)
+    _challenge, block_for_a = export_for(main, a, ENC.ref1, SLOT_ENC.ref)
     b.get_challenge()
     tries = snapshot(b.transport).tries
     refused(
         b.transport, import_apdu(block_for_a), SW_VERIFY_FAILED_BASE | tries - 1, spends_try=True
     )
     # made for B's own challenge, but for A's serial
-    block = main.export_key(ENC.ref1, SLOT_ENC.ref2, b.get_challenge(), SERIAL_A)
+    block = main.export_key(ENC.ref1, SLOT_ENC.ref, b.get_challenge(), SERIAL_A)
     refused(b.transport, import_apdu(block), SW_VERIFY_FAILED_BASE | tries - 2, spends_try=True)
-    load(main, b, AUTH.ref1, SLOT_AUTH.ref2)
+    load(main, b, AUTH.ref1, SLOT_AUTH.ref)
     for ei in (a, b):
-        assert not snapshot(ei.transport).entries()[SLOT_ENC.ref2].loaded
+        assert not snapshot(ei.transport).entries()[SLOT_ENC.ref].loaded
 
 
 def test_a_block_for_one_slot_cannot_be_stored_in_another(bench: Bench) -> None:
     main, ei = verified(bench, MAIN_AS), selected_ei(bench, EI_A)
-    _challenge, block = export_for(main, ei, AUTH.ref1, SLOT_AUTH.ref2)
+    _challenge, block = export_for(main, ei, AUTH.ref1, SLOT_AUTH.ref)
     redirected = bytearray(block)
-    redirected[HEADER_REF2] = SLOT_AUTH_SPARE.ref2  # same length and usage: only the CAS stops it
+    redirected[HEADER_REF2] = SLOT_AUTH_SPARE.ref  # same length and usage: only the CAS stops it
     tries = snapshot(ei.transport).tries
     refused(
         ei.transport, import_apdu(redirected), SW_VERIFY_FAILED_BASE | tries - 1, spends_try=True
     )
-    load(main, ei, AUTH.ref1, SLOT_AUTH.ref2)
-    assert not snapshot(ei.transport).entries()[SLOT_AUTH_SPARE.ref2].loaded
+    load(main, ei, AUTH.ref1, SLOT_AUTH.ref)
+    assert not snapshot(ei.transport).entries()[SLOT_AUTH_SPARE.ref].loaded
 
 
 def test_a_block_from_an_as_of_another_set_is_refused(bench: Bench) -> None:
     foreign, ei = verified(bench, OTHER_SET_AS), selected_ei(bench, EI_A)
-    _challenge, block = export_for(foreign, ei, AUTH.ref1, SLOT_AUTH_SPARE.ref2)
+    _challenge, block = export_for(foreign, ei, AUTH.ref1, SLOT_AUTH_SPARE.ref)
     refused_spending_a_try(ei, block)
-    load(verified(bench, MAIN_AS), ei, AUTH.ref1, SLOT_AUTH.ref2)
-    assert not snapshot(ei.transport).entries()[SLOT_AUTH_SPARE.ref2].loaded
+    load(verified(bench, MAIN_AS), ei, AUTH.ref1, SLOT_AUTH.ref)
+    assert not snapshot(ei.transport).entries()[SLOT_AUTH_SPARE.ref].loaded
 
 
 # ------------------------------------------------------------------------------ versions
@@ -241,21 +243,21 @@ def test_a_block_from_an_as_of_another_set_is_refused(bench: Bench) -> None:
 def test_versions_only_move_forward(bench: Bench) -> None:
     ei = selected_ei(bench, EI_B)
     loaded = snapshot(ei.transport)
-    assert loaded.entries()[SLOT_AUTH.ref2].version == AUTH.version
+    assert loaded.entries()[SLOT_AUTH.ref].version == AUTH.version
 
     def attempt(as_index: int, ref1: int, sw: int) -> None:
-        _challenge, block = export_for(verified(bench, as_index), ei, ref1, SLOT_AUTH.ref2)
+        _challenge, block = export_for(verified(bench, as_index), ei, ref1, SLOT_AUTH.ref)
         refused(ei.transport, import_apdu(block), sw)
 
     attempt(OLDER_AS, AUTH_OLDER.ref1, SW.INCORRECT_DATA)
     attempt(OTHER_KEY_AS, AUTH_OTHER_KEY.ref1, SW.INCORRECT_DATA)
     # the same version of the same key: accepted, and nothing stored changes
-    _challenge, block = export_for(verified(bench, MAIN_AS), ei, AUTH.ref1, SLOT_AUTH.ref2)
+    _challenge, block = export_for(verified(bench, MAIN_AS), ei, AUTH.ref1, SLOT_AUTH.ref)
     assert exchange(ei.transport, import_apdu(block)).sw == SW.OK
     assert snapshot(ei.transport) == loaded
     # a newer version is stored, after which the old one is refused
-    load(verified(bench, OTHER_KEY_AS), ei, AUTH_NEWER.ref1, SLOT_AUTH.ref2)
-    newer = snapshot(ei.transport).entries()[SLOT_AUTH.ref2]
+    load(verified(bench, OTHER_KEY_AS), ei, AUTH_NEWER.ref1, SLOT_AUTH.ref)
+    newer = snapshot(ei.transport).entries()[SLOT_AUTH.ref]
     assert (newer.version, newer.kcv) == (AUTH_NEWER.version, crypto.kcv(AUTH_NEWER.key))
     attempt(MAIN_AS, AUTH.ref1, SW.INCORRECT_DATA)
 

@@ -15,30 +15,30 @@ from collections.abc import Iterator
 import pytest
 from adversarial_support import (
     PIN,
+    TEST_SET,
     WELL_FORMED_FORGERY,
     AppKey,
     Bench,
-    SlotSpec,
     export_data,
     export_for,
     load,
     proprietary,
-    setup_as,
-    setup_ei,
     snapshot,
 )
 from keyload_host import crypto
 from keyload_host.cards import AsCard, EiCard
+from keyload_host.config import SlotConfig
 from keyload_host.protocol import Ins, Usage
 from keyload_host.transport import TransportError
 from keyload_station import supervisor as station
+from keyload_station.cardset import set_up_as, set_up_ei
 from station_support import StationUp
 
 ROLES = ("AS", "AS", "EI")
 OLD_AS, NEW_AS, EI = range(len(ROLES))
 OLD = AppKey.holding(0x03, Usage.AUTHENTICATE, bytes.fromhex("000102030405060708090A0B0C0D0E0F"), 1)
 NEW = AppKey.holding(0x03, Usage.AUTHENTICATE, bytes.fromhex("F0E1D2C3B4A5968778695A4B3C2D1E0F"), 2)
-SLOT = SlotSpec(0x01, 16, Usage.AUTHENTICATE)
+SLOT = SlotConfig(0x01, 16, Usage.AUTHENTICATE, accepts_import=True)
 SERIAL = bytes.fromhex("4B4C0000000000C1")
 RETRY_LIMIT = 6
 DATA = b"tearing"
@@ -50,8 +50,8 @@ def station_bench(station_up: StationUp) -> Iterator[Bench]:
     """An AS with the old key and one with its new version (export counts relative per test)."""
     bench = Bench(ROLES)
     try:
-        setup_as(bench.as_card(OLD_AS), (OLD,))
-        setup_as(bench.as_card(NEW_AS), (NEW,))
+        set_up_as(bench.as_card(OLD_AS), (OLD,), TEST_SET)
+        set_up_as(bench.as_card(NEW_AS), (NEW,), TEST_SET)
         yield bench
     finally:
         bench.close()
@@ -61,8 +61,8 @@ def station_bench(station_up: StationUp) -> Iterator[Bench]:
 def bench(station_bench: Bench) -> Bench:
     """A fresh EI holding the old key, for each test."""
     station_bench.fresh(EI)
-    setup_ei(station_bench.ei_card(EI), SERIAL, (SLOT,), retry_limit=RETRY_LIMIT)
-    load(verified(station_bench, OLD_AS), station_bench.ei_card(EI), OLD.ref1, SLOT.ref2)
+    set_up_ei(station_bench.ei_card(EI), SERIAL, (SLOT,), TEST_SET, retry_limit=RETRY_LIMIT)
+    load(verified(station_bench, OLD_AS), station_bench.ei_card(EI), OLD.ref1, SLOT.ref)
     return station_bench
 
 
@@ -86,21 +86,21 @@ def pulled_during(bench: Bench, index: int, when: str, apdu: bytes) -> None:
 def slot_key(ei: EiCard) -> AppKey:
     """Which of the two keys the slot holds, whole: version, KCV and the key itself."""
     ei.select()
-    slot = snapshot(ei.transport).entries()[SLOT.ref2]
+    slot = snapshot(ei.transport).entries()[SLOT.ref]
     key = {OLD.version: OLD, NEW.version: NEW}[slot.version]
     assert slot.loaded and slot.kcv == crypto.kcv(key.key)
-    assert ei.internal_authenticate(SLOT.ref2, DATA) == crypto.aes_cmac(key.key, DATA)
+    assert ei.internal_authenticate(SLOT.ref, DATA) == crypto.aes_cmac(key.key, DATA)
     return key
 
 
 @pytest.mark.parametrize("when", MOMENTS)
 def test_an_import_pulled_leaves_the_old_key_or_the_new_one(bench: Bench, when: str) -> None:
-    _challenge, block = export_for(verified(bench, NEW_AS), bench.ei_card(EI), NEW.ref1, SLOT.ref2)
+    _challenge, block = export_for(verified(bench, NEW_AS), bench.ei_card(EI), NEW.ref1, SLOT.ref)
     pulled_during(bench, EI, when, proprietary(Ins.IMPORT_KEY, block))
     ei = bench.ei_card(EI)
     assert slot_key(ei) == (OLD if when == "before" else NEW)
     assert snapshot(ei.transport).tries == RETRY_LIMIT
-    load(verified(bench, NEW_AS), ei, NEW.ref1, SLOT.ref2)  # the card goes on
+    load(verified(bench, NEW_AS), ei, NEW.ref1, SLOT.ref)  # the card goes on
     assert slot_key(ei) == NEW
 
 
@@ -120,11 +120,11 @@ def test_a_forged_import_pulled_gets_no_free_try(bench: Bench, when: str) -> Non
 def test_an_export_pulled_is_counted_once_or_not_at_all(bench: Bench, when: str) -> None:
     card = verified(bench, NEW_AS)
     before = snapshot(card.transport).entries()[NEW.ref1]
-    data = export_data(NEW.ref1, SLOT.ref2, bytes(16), SERIAL)
+    data = export_data(NEW.ref1, SLOT.ref, bytes(16), SERIAL)
     pulled_during(bench, NEW_AS, when, proprietary(Ins.EXPORT_KEY, data, 256))
     card = verified(bench, NEW_AS)
     after = snapshot(card.transport).entries()[NEW.ref1]
     assert after.count == before.count + (0 if when == "before" else 1)
     assert (after.kcv, after.version, after.limit) == (before.kcv, before.version, before.limit)
-    load(card, bench.ei_card(EI), NEW.ref1, SLOT.ref2)  # the key is intact
+    load(card, bench.ei_card(EI), NEW.ref1, SLOT.ref)  # the key is intact
     assert slot_key(bench.ei_card(EI)) == NEW

@@ -1,0 +1,128 @@
+"""The test vectors of PROTOCOL.md §6, read from the document itself, so that the tests follow the
+contract rather than a copy of it: the reference crypto (``tests/unit/test_crypto.py``) value by
+value, the AS applet on the station (``tests/station/test_integration.py``) APDU by APDU."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyload_host.protocol import Usage
+
+PROTOCOL_DOC = Path(__file__).resolve().parents[1] / "docs" / "PROTOCOL.md"
+
+
+@dataclass(frozen=True)
+class ProtocolVector:
+    """One §6 vector: its inputs, intermediate values and APDUs."""
+
+    name: str
+    transport_key: bytes
+    transport_kcv: bytes
+    app_key: bytes
+    app_key_kcv: bytes
+    serial: bytes
+    challenge: bytes
+    ref1: int
+    ref2: int
+    usage: Usage
+    version: int
+    diversify: bool
+    t1: bytes
+    k_enc: bytes
+    k_mac: bytes
+    unit_key: bytes | None
+    """TA_unit, for a diversified key only."""
+    unit_key_kcv: bytes | None
+    header: bytes
+    enc_key: bytes
+    sas: bytes
+    cas: bytes
+    export_apdu: bytes
+    export_response: bytes
+    """Response data followed by the status word, as the card sends it."""
+    import_apdu: bytes
+
+
+_SECTION = re.compile(r"^## 6\. .*?(?=^## )", re.MULTILINE | re.DOTALL)
+_VECTOR_HEADING = re.compile(r"^### (V\d+):.*$", re.MULTILINE)
+_HEX = "[0-9A-F]+"
+_VALUE = r"^\s+{name}\s+=\s+(?P<hex>{hex})(?:\s+\(KCV (?P<kcv>{hex})\))?\s*$"
+_PARAMETERS = re.compile(
+    r"REF1=(?P<ref1>[0-9A-F]{2}) REF2=(?P<ref2>[0-9A-F]{2}) usage=(?P<usage>[0-9A-F]{2}) "
+    r"version=(?P<version>[0-9A-F]{4}) diversify=(?P<diversify>True|False)"
+)
+_APDU = r"^\s+{name}\s*(?:-> \w+)?\s*:\s*(?P<hex>{hex})\s*$"
+
+
+def _matches(pattern: re.Pattern[str], body: str) -> list[re.Match[str]]:
+    return list(pattern.finditer(body))
+
+
+def _one(pattern: re.Pattern[str], body: str, vector: str, what: str) -> re.Match[str]:
+    found = _matches(pattern, body)
+    if len(found) != 1:
+        raise ValueError(f"{PROTOCOL_DOC}: vector {vector} has {len(found)} lines for {what}")
+    return found[0]
+
+
+def _value_pattern(name: str) -> re.Pattern[str]:
+    return re.compile(_VALUE.format(name=re.escape(name), hex=_HEX), re.MULTILINE)
+
+
+def _value(body: str, vector: str, name: str) -> re.Match[str]:
+    return _one(_value_pattern(name), body, vector, name)
+
+
+def _apdu(body: str, vector: str, name: str) -> bytes:
+    pattern = re.compile(_APDU.format(name=re.escape(name), hex=_HEX), re.MULTILINE)
+    return bytes.fromhex(_one(pattern, body, vector, name)["hex"])
+
+
+def _hex(match: re.Match[str], group: str = "hex") -> bytes:
+    return bytes.fromhex(match[group] or "")
+
+
+def protocol_vectors(path: Path = PROTOCOL_DOC) -> list[ProtocolVector]:
+    """Every vector of §6 of the project's PROTOCOL.md."""
+    section = _SECTION.search(path.read_text())
+    if section is None:
+        raise ValueError(f"{path} has no section 6")
+    parts = _VECTOR_HEADING.split(section.group())
+    vectors = []
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        parameters = _one(_PARAMETERS, body, name, "REF1/REF2/usage/version/diversify")
+        transport_key, app_key = _value(body, name, "T"), _value(body, name, "TA")
+        unit_keys = _matches(_value_pattern("TA_unit"), body)
+        if len(unit_keys) > 1:
+            raise ValueError(f"{path}: vector {name} has {len(unit_keys)} lines for TA_unit")
+        vectors.append(
+            ProtocolVector(
+                name=name,
+                transport_key=_hex(transport_key),
+                transport_kcv=_hex(transport_key, "kcv"),
+                app_key=_hex(app_key),
+                app_key_kcv=_hex(app_key, "kcv"),
+                serial=_hex(_value(body, name, "SN")),
+                challenge=_hex(_value(body, name, "R")),
+                ref1=int(parameters["ref1"], 16),
+                ref2=int(parameters["ref2"], 16),
+                usage=Usage(int(parameters["usage"], 16)),
+                version=int(parameters["version"], 16),
+                diversify=parameters["diversify"] == "True",
+                t1=_hex(_value(body, name, "T1")),
+                k_enc=_hex(_value(body, name, "K_enc")),
+                k_mac=_hex(_value(body, name, "K_mac")),
+                unit_key=_hex(unit_keys[0]) if unit_keys else None,
+                unit_key_kcv=_hex(unit_keys[0], "kcv") if unit_keys else None,
+                header=_hex(_value(body, name, "header")),
+                enc_key=_hex(_value(body, name, "encTA")),
+                sas=_hex(_value(body, name, "SAS")),
+                cas=_hex(_value(body, name, "CAS")),
+                export_apdu=_apdu(body, name, "EXPORT KEY"),
+                export_response=_apdu(body, name, "AS response"),
+                import_apdu=_apdu(body, name, "IMPORT KEY"),
+            )
+        )
+    return vectors
