@@ -287,6 +287,26 @@ def stall(reader: str, nth_apdu: int) -> None:
     control(run.control_port, f"STALL {run.port_of(reader)} {nth_apdu}")
 
 
+def card_seconds(readers: Sequence[str]) -> float:
+    """Seconds the cards of ``readers`` have spent on APDUs since the station started: jCardSim's
+    time, or the timing model's where a reader follows one (the control command TIMES)."""
+    run = _require_run()
+    ports = {run.port_of(reader) for reader in readers}
+    lines = control(run.control_port, "TIMES")
+    nanos = sum(int(line.split()[2]) for line in lines if int(line.split()[0]) in ports)
+    return nanos / 1e9
+
+
+def set_timing(reader: str, profile: str | None) -> None:
+    """Make ``reader`` follow another of the station's timing profiles from its next APDU on
+    (one that a reader of ``up`` named), or none (None: as fast as jCardSim computes), e.g. to
+    set a card up at full speed before it is timed."""
+    run = _require_run()
+    control(
+        run.control_port, f"TIMING {run.port_of(reader)} {profile or timing_profiles.NO_TIMING}"
+    )
+
+
 def restart_pcscd(timeout: float = 30.0) -> None:
     """Restart the pcscd that ``up`` started, as a crash or an upgrade of pcscd would; returns
     once every card is visible again. The station treats the lost connections as power losses

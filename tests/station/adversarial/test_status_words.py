@@ -149,7 +149,8 @@ IN_JUNIT = {
     # ------------------------------------------------------------------ EI BLOCKED
     "EI5-6983-IMPORT": f"{EI_JUNIT}.retriesRunOutAndTheCardStaysBlocked: IMPORT KEY (no data)",
     "EI5-6983-IMPORT-short": f"{EI_JUNIT}.retriesRunOutAndTheCardStaysBlocked: the same",
-    "EI5-6985-AUTH": f"{EI_JUNIT}.retriesRunOutAndTheCardStaysBlocked: INTERNAL AUTHENTICATE",
+    # v1.1 §8.1: a BLOCKED EI serves INTERNAL AUTHENTICATE; on an empty slot that is 6A88
+    "EI5-6A88-AUTH": f"{EI_JUNIT}.retriesRunOutAndTheCardStaysBlocked: AUTHENTICATE, empty slot",
 }
 """The cases of the table left to the JUnit suites, each with the check that covers it."""
 

@@ -58,7 +58,8 @@ public final class CardReader {
     private final InetSocketAddress vpcd;
     private final int port;
     private final CardProtocol protocol;
-    private final CardTiming timing;
+    /** The timing model, which TIMING may change while the station runs (e.g. off while a card is set up). */
+    private volatile CardTiming timing;
     private final Object lock = new Object();
     private final Thread thread;
 
@@ -93,6 +94,11 @@ public final class CardReader {
 
     public int port() {
         return port;
+    }
+
+    /** The reader's timing model from now on: the next APDU and power-up follow it. */
+    public void setTiming(CardTiming newTiming) {
+        timing = newTiming;
     }
 
     /** The protocol of the cards made for this reader (T=1, or T=0 like a SAM). */

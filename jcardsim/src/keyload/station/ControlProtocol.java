@@ -16,6 +16,7 @@ import java.util.Map;
  * SWAP PORT [ROLE]                 REMOVE then INSERT a fresh card (default: the same role)
  * PULL PORT N before|after         the card leaves at the N-th APDU from now, without answering it
  * STALL PORT N                     the card stays but never answers the N-th APDU from now (until removed)
+ * TIMING PORT NAME                 the reader follows timing model NAME (one of --timing, or none) from now on
  * QUIT                             OK, then the station stops
  * </pre>
  */
@@ -36,14 +37,21 @@ public final class ControlProtocol {
     static final long CONNECT_WAIT_MS = 10_000;
 
     private static final String USAGE = "commands: STATUS, TIMES, INSERT PORT ROLE, REMOVE PORT, REINSERT PORT, "
-            + "SWAP PORT [ROLE], PULL PORT N before|after, STALL PORT N, QUIT";
+            + "SWAP PORT [ROLE], PULL PORT N before|after, STALL PORT N, TIMING PORT NAME, QUIT";
 
     private final Map<Integer, CardReader> readers;
     private final Roles roles;
+    private final Map<String, CardTiming> timings;
 
     public ControlProtocol(Map<Integer, CardReader> readers, Roles roles) {
+        this(readers, roles, Map.of(CardTiming.NONE.name(), CardTiming.NONE));
+    }
+
+    /** With the timing models a reader may be switched to (TIMING). */
+    public ControlProtocol(Map<Integer, CardReader> readers, Roles roles, Map<String, CardTiming> timings) {
         this.readers = readers;
         this.roles = roles;
+        this.timings = timings;
     }
 
     /** Handles one command line; never throws for a bad command. */
@@ -72,6 +80,15 @@ public final class ControlProtocol {
                 });
                 case "STALL" -> expectArgs(words, 2, 2, () -> {
                     reader(words[1]).armPull(number(words[2]), CardReader.PullMoment.STALL);
+                    return Reply.ok("");
+                });
+                case "TIMING" -> expectArgs(words, 2, 2, () -> {
+                    CardTiming timing = timings.get(words[2]);
+                    if (timing == null) {
+                        throw new IllegalArgumentException("no timing model " + words[2] + "; the station knows "
+                                + String.join(", ", timings.keySet()));
+                    }
+                    reader(words[1]).setTiming(timing);
                     return Reply.ok("");
                 });
                 case "QUIT" -> expectArgs(words, 0, 0, () -> new Reply("OK\n", true));

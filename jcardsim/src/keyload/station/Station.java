@@ -48,7 +48,7 @@ public final class Station implements AutoCloseable {
             }
         }
         Map<Integer, CardReader> fixed = Collections.unmodifiableMap(readers);
-        ControlServer control = new ControlServer(options.controlPort(), new ControlProtocol(fixed, options.roles()));
+        ControlServer control = new ControlServer(options.controlPort(), new ControlProtocol(fixed, options.roles(), options.timings()));
         cards.forEach(CardReader::insert);
         readers.values().forEach(CardReader::start);
         return new Station(fixed, control);

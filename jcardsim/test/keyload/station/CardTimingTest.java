@@ -69,4 +69,30 @@ public class CardTimingTest {
             }
         }
     }
+
+    @Test
+    public void timingCommandSwitchesAReadersModelWhileTheStationRuns() throws Exception {
+        java.util.concurrent.ExecutorService background = java.util.concurrent.Executors.newSingleThreadExecutor();
+        try (FakeVpcd vpcd = new FakeVpcd()) {
+            Station station = Station.start(StationOptions.parse("--control-port", "0", "--role", ProbeApplet.ROLE_SPEC,
+                    "--timing", "slow=apdu_ms:300", "--reader", vpcd.port() + "=PROBE@slow"));
+            background.submit(station::serveControl);
+            try (FakeVpcd.Card card = vpcd.accept(); ControlClient control = new ControlClient(station.controlPort())) {
+                card.atr();
+                assertEquals(List.of("OK"), control.call("TIMING " + vpcd.port() + " none"));
+                long began = System.nanoTime();
+                card.transmit(Apdus.SELECT_PROBE);
+                assertTrue("answered without the model", System.nanoTime() - began < 300_000_000L);
+                assertEquals(List.of("OK"), control.call("TIMING " + vpcd.port() + " slow"));
+                began = System.nanoTime();
+                card.transmit(Apdus.SELECT_PROBE);
+                assertTrue("answered by the model again", System.nanoTime() - began >= 300_000_000L);
+                assertTrue(control.call("TIMING " + vpcd.port() + " fast").get(0).startsWith("ERR no timing model fast"));
+            } finally {
+                station.close();
+            }
+        } finally {
+            background.shutdownNow();
+        }
+    }
 }
