@@ -95,3 +95,34 @@ def plot(report: dict[str, Any], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
     plt.close(figure)
+
+
+def plot_real_cards(series: dict[str, Any], path: Path) -> None:
+    """Cards per hour against EI readers with one AS and with two, each against its ceiling."""
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for as_cards, color in ((1, "tab:blue"), (2, "tab:orange")):
+        points = [p for p in series["points"] if p["as_cards"] == as_cards]
+        if not points:
+            continue
+        readers = [p["ei_readers"] for p in points]
+        axes.plot(
+            readers,
+            [p["steady_cards_per_hour"] for p in points],
+            marker="o",
+            color=color,
+            label=f"{as_cards} AS: personalize --watch (steady)",
+        )
+        ceiling = max(p["ceiling_cards_per_hour"] for p in points)
+        axes.axhline(ceiling, color=color, linestyle="--", label=f"{as_cards} AS: ceiling")
+    axes.set_xscale("log", base=2)
+    axes.set_xticks([1, 2, 4, 8, 16], labels=["1", "2", "4", "8", "16"])
+    axes.set_xlabel("EI readers")
+    axes.set_ylabel("cards per hour")
+    axes.set_ylim(bottom=0)
+    profile = series["profile"]["name"]
+    axes.set_title(f"Cards per hour, {profile} timing profile (a model, not a measurement)")
+    axes.legend(loc="lower right")
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)

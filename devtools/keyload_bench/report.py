@@ -14,6 +14,22 @@ from .timing import SHARES
 
 REPORT_NAME = "performance.json"
 PLOT_NAME = "performance.png"
+REAL_CARDS_REPORT_NAME = "real-cards.json"
+REAL_CARDS_PLOT_NAME = "real-cards.png"
+REAL_CARDS_HEADERS = [
+    "AS",
+    "EI readers",
+    "cards",
+    "cards/hour",
+    "steady",
+    "ceiling",
+    "of ceiling",
+    "AS busy",
+    "AS ms/card",
+    "EI ms/card",
+    "host CPU ms/card",
+    "card change ms",
+]
 BRIDGES = (
     ("keyload station", "station"),
     ("keyload station, after host work", "station_after_host_work"),
@@ -178,6 +194,57 @@ def format_report(report: dict[str, Any]) -> str:
         ),
     ]
     return "\n".join(parts)
+
+
+def format_real_cards(series: dict[str, Any]) -> str:
+    """The real-card series as a table and its targets; says that the cards are a model."""
+    profile = series["profile"]
+    rows = [
+        [
+            p["as_cards"],
+            p["ei_readers"],
+            p["cards"],
+            f"{p['cards_per_hour']:.0f}",
+            f"{p['steady_cards_per_hour']:.0f}",
+            f"{p['ceiling_cards_per_hour']:.0f}",
+            f"{p['share_of_ceiling']:.1%}",
+            f"{p['as_busy_share']:.1%}",
+            f"{p['as_ms_per_card']:.0f}",
+            f"{p['ei_ms_per_card']:.0f}",
+            f"{p['host_cpu_ms_per_card']:.1f}",
+            f"{p['card_change_ms_median']:.0f}",
+        ]
+        for p in series["points"]
+    ]
+    return "\n".join(
+        [
+            f"Real-card series: every reader follows the timing profile {profile['name']} "
+            f"({profile['description']}): {series['model_note']}.",
+            "cards/hour: the whole run; steady: between the first and the last round's worth of "
+            "cards; ceiling: AS cards / AS time per card",
+            format_table(REAL_CARDS_HEADERS, rows),
+            "",
+            "Targets of the real-card series",
+            format_table(
+                ["target", "value", "met"],
+                [[t["target"], t["value"], "yes" if t["met"] else "NO"] for t in series["targets"]],
+            ),
+        ]
+    )
+
+
+def write_real_cards(series: dict[str, Any], out: Path) -> tuple[Path, Path | None]:
+    """Write real-cards.json and, if matplotlib is there, real-cards.png into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / REAL_CARDS_REPORT_NAME
+    json_path.write_text(json.dumps(series, indent=2) + "\n")
+    try:
+        from .plot import plot_real_cards
+    except ImportError:
+        return json_path, None
+    png_path = out / REAL_CARDS_PLOT_NAME
+    plot_real_cards(series, png_path)
+    return json_path, png_path
 
 
 def write(report: dict[str, Any], out: Path) -> tuple[Path, Path | None]:
