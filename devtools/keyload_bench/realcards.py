@@ -1,11 +1,10 @@
 """The benchmark's real-card series: ``personalize --watch`` on a station whose readers follow the
 JCOP 4 timing profile (a model of real cards, not a measurement), for 1 to 16 EI readers with one
-AS and 16 with two, each against the ceiling the AS sets (1 / the AS's time per card). A robot
-thread swaps a fresh card into each reader as soon as its card is done, as a card changer would."""
+AS and 16 with two, each against the ceiling the AS sets (1 / the AS's time per card). A card
+changer per reader swaps a fresh card in as soon as the reader's card is done."""
 
 from __future__ import annotations
 
-import queue
 import statistics
 import tempfile
 import threading
@@ -39,7 +38,8 @@ CEILING_TARGET = 0.90
 POOL_TARGET = 1.8
 """2 AS cards, 16 EI readers: at least this many times the figure of 1 AS with 16."""
 SERIAL_TARGET = 0.97
-"""1 EI reader: at least this share of a serial run's rate (the model's card time per card)."""
+"""1 EI reader: at least this share of the best any serial code could do: one card after the
+other, each costing its card change and its cards' time, and no host time at all."""
 SECONDS_PER_HOUR = 3600.0
 NANOS = 1e9
 FIRST_SERIAL = 100_000
@@ -70,43 +70,42 @@ class Point:
     host_cpu_ms_per_card: float
     """CPU time of the personalize threads per card (the card changer's excluded)."""
     card_change_ms_median: float
-    """Swapping a fresh card in and setting it up, untimed by the model: the robot's time."""
+    """Swapping a fresh card in and setting it up (timing model off): the card changer's time,
+    mostly pcscd noticing the swap (it looks at vpcd readers every 0.4 s)."""
 
 
 class _CardChanger:
-    """The EI readers as watch mode sees them (a ``workflow.CardWatch``), with a robot behind:
-    a reader whose card is done is hidden, gets a fresh card of the set (set up at full speed,
-    then powered up again under the timing model), and shows it; until ``cards`` were handed
-    out."""
+    """The EI readers as watch mode sees them (a ``workflow.CardWatch``), with a card changer
+    behind: a reader whose card is done is hidden, gets a fresh card of the set (swapped in and
+    set up at full speed, the timing model off meanwhile), and shows it; one changer per reader,
+    as on a personalization machine; until ``cards`` were handed out."""
 
     def __init__(
         self, readers: Sequence[str], values: SetSecrets, cards: int, next_serial: Iterator[int]
     ) -> None:
         self.readers = list(readers)
         self.values = values
-        self.cards = cards
+        self.wanted = cards
         self.next_serial = next_serial
         self.handed_out = 0
         self.done_times: list[float] = []
         self.change_seconds: list[float] = []
-        self.robot_cpu = 0.0
+        self.changer_cpu = 0.0
         self._hidden: set[str] = set()
-        self._todo: queue.Queue[str | None] = queue.Queue()
+        self._changers: list[threading.Thread] = []
         self._refilled = threading.Event()
         self._lock = threading.Lock()
         self._watcher = Pcsc()
         self._watch = self._watcher.watch(self.readers)
-        self._robot = threading.Thread(target=self._work, name="card changer", daemon=True)
 
     def __enter__(self) -> _CardChanger:
         for reader in self.readers:
-            self._fresh_card(reader)
-        self._robot.start()
+            self._change(reader)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._todo.put(None)
-        self._robot.join()
+        for changer in self._changers:
+            changer.join()
         self._watcher.close()
 
     # CardWatch
@@ -116,44 +115,48 @@ class _CardChanger:
             return {r: None if r in self._hidden else card for r, card in seen.items()}
 
     def wait(self, timeout: float) -> None:
+        """Until a changer shows a fresh card (the only way a card arrives here)."""
         self._refilled.wait(timeout)
         self._refilled.clear()
 
     def should_stop(self) -> bool:
         with self._lock:
-            return len(self.done_times) >= self.cards
+            return len(self.done_times) >= self.wanted
 
     def on_card(self, report: workflow.CardReport) -> None:
-        """A card is done: note when, and have the robot change it (or leave the reader empty)."""
+        """A card is done: note when, and change it (or leave the reader empty at the end)."""
         with self._lock:
             self.done_times.append(time.perf_counter())
             self._hidden.add(report.reader)
-            more = self.handed_out < self.cards
-        if more:
-            self._todo.put(report.reader)
+            if self.handed_out >= self.wanted:
+                return
+            self.handed_out += 1
+        changer = threading.Thread(target=self._change_counted, args=(report.reader,), daemon=True)
+        with self._lock:
+            self._changers.append(changer)
+        changer.start()
 
-    def _work(self) -> None:
+    def _change_counted(self, reader: str) -> None:
         began = time.thread_time()
-        while (reader := self._todo.get()) is not None:
-            self._fresh_card(reader)
-            self._refilled.set()
-        self.robot_cpu = time.thread_time() - began
+        self._change(reader, counted=True)
+        with self._lock:
+            self.changer_cpu += time.thread_time() - began
+        self._refilled.set()
 
-    def _fresh_card(self, reader: str) -> None:
+    def _change(self, reader: str, counted: bool = False) -> None:
         began = time.perf_counter()
         with self._lock:
             self._hidden.add(reader)
-            self.handed_out += 1
+            if not counted:
+                self.handed_out += 1
         serial = serial_number(next(self.next_serial))
         station.set_timing(reader, None)
         station.swap(reader)
         with Pcsc() as pcsc, pcsc.connect(reader) as transport:
             set_up_ei(EiCard(transport), serial, SLOTS, self.values)
         station.set_timing(reader, PROFILE)
-        station.remove(reader)
-        station.reinsert(reader)  # powered up under the model, as a card entering a reader
-        self.change_seconds.append(time.perf_counter() - began)
         with self._lock:
+            self.change_seconds.append(time.perf_counter() - began)
             self._hidden.discard(reader)
 
 
@@ -240,7 +243,7 @@ def measure_point(
         ceiling_cards_per_hour=ceiling,
         share_of_ceiling=steady / ceiling,
         as_busy_share=as_seconds / len(as_readers) / wall,
-        host_cpu_ms_per_card=(cpu - changer.robot_cpu) / cards * 1e3,
+        host_cpu_ms_per_card=(cpu - changer.changer_cpu) / cards * 1e3,
         card_change_ms_median=statistics.median(changer.change_seconds) * 1e3,
     )
 
@@ -270,12 +273,13 @@ def targets(points: Sequence[Point]) -> list[dict[str, Any]]:
         )
     if (1, 1) in by:
         p = by[(1, 1)]
-        serial = SECONDS_PER_HOUR / ((p.as_ms_per_card + p.ei_ms_per_card) / 1e3)
+        cycle_ms = p.as_ms_per_card + p.ei_ms_per_card + p.card_change_ms_median
+        serial = SECONDS_PER_HOUR / (cycle_ms / 1e3)
         share = p.steady_cards_per_hour / serial
         rows.append(
             {
-                "target": f"1 EI reader: >= {SERIAL_TARGET:.0%} of a serial run "
-                "(the cards' own time per card, no host cost)",
+                "target": f"1 EI reader: >= {SERIAL_TARGET:.0%} of the best a serial run can do "
+                "(card change, then the EI's and the AS's time, no host cost at all)",
                 "value": f"{share:.1%} ({p.steady_cards_per_hour:.0f} of {serial:.0f} cards/hour)",
                 "met": share >= SERIAL_TARGET,
             }

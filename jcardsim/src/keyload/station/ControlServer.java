@@ -11,13 +11,16 @@ import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 
 /**
- * Serves the control protocol on a loopback port, one client at a time. A client that goes away only
- * ends its own session.
+ * Serves the control protocol on a loopback port, each client in a thread of its own (an INSERT waits for
+ * vpcd, and the card changers of several readers work at once). A client that goes away only ends its
+ * own session; QUIT from any client stops the server.
  */
 final class ControlServer implements AutoCloseable {
 
     private final ServerSocket server;
     private final ControlProtocol protocol;
+    /** Set by the session that received QUIT, before it closes the server socket. */
+    private volatile boolean quit;
 
     /**
      * Binds the port now, so that a busy port is reported before the station says READY.
@@ -38,17 +41,32 @@ final class ControlServer implements AutoCloseable {
     /** Serves clients until QUIT or until the server is closed; returns true on QUIT. */
     boolean serve() throws InterruptedException {
         while (!server.isClosed()) {
-            try (Socket client = server.accept()) {
-                if (serveClient(client)) {
-                    return true;
-                }
+            Socket client;
+            try {
+                client = server.accept();
             } catch (IOException e) {
-                if (!server.isClosed()) {
-                    Log.event("control client dropped (" + e.getClass().getSimpleName() + ")");
-                }
+                break; // closed: by QUIT or by close()
             }
+            Thread session = new Thread(() -> serveQuietly(client), "control " + client.getPort());
+            session.setDaemon(true);
+            session.start();
         }
-        return false;
+        return quit;
+    }
+
+    private void serveQuietly(Socket client) {
+        try (client) {
+            if (serveClient(client)) {
+                quit = true;
+                server.close();
+            }
+        } catch (IOException e) {
+            if (!server.isClosed()) {
+                Log.event("control client dropped (" + e.getClass().getSimpleName() + ")");
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     private boolean serveClient(Socket client) throws IOException, InterruptedException {

@@ -203,6 +203,15 @@ public class StationTest {
     }
 
     @Test
+    public void controlClientsAreServedAtOnce() throws IOException {
+        // `control` stays connected and idle; another client (another reader's card changer) is answered
+        try (ControlClient other = new ControlClient(station.controlPort())) {
+            assertEquals(vpcd.port() + " PROBE connected 0", other.call("STATUS").get(0));
+        }
+        assertEquals("OK", control.call("STATUS").get(2));
+    }
+
+    @Test
     public void stalledCardStaysButNeverAnswersUntilRemoved() throws Exception {
         selectAndWrite(0x11);
         assertEquals(List.of("OK"), control.call("STALL " + vpcd.port() + " 1"));
