@@ -1,7 +1,8 @@
 """The benchmark's real-card series: ``personalize --watch`` on a station whose readers follow the
-JCOP 4 timing profile (a model of real cards, not a measurement), for 1 to 16 EI readers with one
-AS and 16 with two, each against the ceiling the AS sets (1 / the AS's time per card). A card
-changer per reader swaps a fresh card in as soon as the reader's card is done."""
+JCOP 4 timing profile (a model of real cards, not a measurement), for 1 to 14 EI readers with one
+AS and 14 with two (pcsc-lite serves 16 readers at most), each against the ceiling the AS sets
+(1 / the AS's time per card). A card changer per reader swaps a fresh card in as soon as the
+reader's card is done."""
 
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ from keyload_station.cardset import SetSecrets, set_up_as, set_up_ei
 from .cards import KEYS, LOADS, SLOTS, serial_number
 
 PROFILE = "jcop4"
-AS_READERS = 2
-EI_READERS = 16
-POINTS = ((1, 1), (1, 2), (1, 4), (1, 8), (1, 16), (2, 16))
+MOST_EI_READERS = 14
+"""pcsc-lite serves at most 16 readers per pcscd (PCSCLITE_MAX_READERS_CONTEXTS in pcsclite.h):
+with two AS readers, 14 EI readers is the most one station can have."""
+POINTS = ((1, 1), (1, 2), (1, 4), (1, 8), (1, MOST_EI_READERS), (2, MOST_EI_READERS))
 """(AS cards, EI readers) of each point."""
 QUICK_POINTS = ((1, 1), (1, 2), (2, 2))
 CARDS_PER_READER = 4
@@ -36,7 +38,7 @@ MIN_CARDS = 12
 CEILING_TARGET = 0.90
 """1 AS, 8 EI readers: at least this share of the AS-bound ceiling."""
 POOL_TARGET = 1.8
-"""2 AS cards, 16 EI readers: at least this many times the figure of 1 AS with 16."""
+"""2 AS cards, the most EI readers: at least this many times the figure of 1 AS with as many."""
 SERIAL_TARGET = 0.97
 """1 EI reader: at least this share of the best any serial code could do: one card after the
 other, each costing its card change and its cards' time, and no host time at all."""
@@ -262,11 +264,13 @@ def targets(points: Sequence[Point]) -> list[dict[str, Any]]:
                 "met": p.share_of_ceiling >= CEILING_TARGET,
             }
         )
-    if (1, 16) in by and (2, 16) in by:
-        ratio = by[(2, 16)].steady_cards_per_hour / by[(1, 16)].steady_cards_per_hour
+    most = MOST_EI_READERS
+    if (1, most) in by and (2, most) in by:
+        ratio = by[(2, most)].steady_cards_per_hour / by[(1, most)].steady_cards_per_hour
         rows.append(
             {
-                "target": f"2 AS cards, 16 EI readers: >= {POOL_TARGET:g}x the 1-AS figure",
+                "target": f"2 AS cards, {most} EI readers (16 in the issue; pcsc-lite's limit): "
+                f">= {POOL_TARGET:g}x the 1-AS figure",
                 "value": f"{ratio:.2f}x",
                 "met": ratio >= POOL_TARGET,
             }

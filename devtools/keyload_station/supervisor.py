@@ -51,6 +51,9 @@ CONTROL_TIMEOUT = CARD_EVENT_TIMEOUT + 5.0
 QUIT_GRACE = 5.0
 TERM_GRACE = 5.0
 POLL_INTERVAL = 0.02
+CARD_WAIT_SLICE = 0.5
+"""Seconds of one PC/SC wait for a card event before looking again (a mute card changes no
+state)."""
 LOG_TAIL_LINES = 5
 
 
@@ -391,36 +394,61 @@ def _pcsc_readers() -> list[str] | None:
 
 
 def _cards_present(readers: Sequence[str]) -> dict[str, bool | None]:
-    """For each reader: whether a responsive card is in it (None: pcscd does not know it)."""
-    found: dict[str, bool | None] = dict.fromkeys(readers)
+    """For each reader: whether a responsive card is in it (None: pcscd does not know it, or
+    does not answer), through a fresh context (pcscd may have restarted since the last one)."""
     try:
         with Pcsc() as pcsc:
-            asked = [name for name in readers if name in _known_readers(pcsc)]
-            statuses = pcsc.readers(asked) if asked else []
+            return _presence(pcsc, readers)
     except TransportError:  # pcscd gone, or the reader states unreadable: nothing seen
-        return found
-    for status in statuses:
+        return dict.fromkeys(readers)
+
+
+def _presence(pcsc: Pcsc, readers: Sequence[str]) -> dict[str, bool | None]:
+    """``_cards_present`` through ``pcsc``; TransportError when pcscd does not answer."""
+    found: dict[str, bool | None] = dict.fromkeys(readers)
+    asked = [name for name in readers if name in _known_readers(pcsc)]
+    for status in pcsc.readers(asked) if asked else []:
         found[status.name] = status.card_present and not status.card_mute
     return found
 
 
 def _await_cards(expected: Mapping[str, bool], deadline: float, hint: str) -> None:
-    """Waits until PC/SC shows a card in (True) or no card in (False) each reader."""
+    """Waits until PC/SC shows a card in (True) or no card in (False) each reader: blocked in
+    PC/SC's own wait on one context while pcscd answers, a fresh context after it did not."""
     while True:
-        seen = _cards_present(list(expected))
-        wrong = [name for name, want in expected.items() if seen[name] is not want]
-        if not wrong:
-            return
-        if time.monotonic() >= deadline:
-            described = ", ".join(
-                f"'{name}' ({_describe(seen[name])}, expected {_describe(expected[name])})"
-                for name in wrong
-            )
-            advice = " ".join(filter(None, [hint, f"See {_state_dir() / 'station.log'}."]))
-            raise StationError(
-                f"PC/SC does not show the expected cards in time: {described}. {advice}"
-            )
-        time.sleep(POLL_INTERVAL)
+        try:
+            with Pcsc() as pcsc:
+                while True:
+                    seen = _presence(pcsc, list(expected))
+                    if _all_as_expected(expected, seen, deadline, hint):
+                        return
+                    known = [name for name in expected if seen[name] is not None]
+                    left = max(0.0, deadline - time.monotonic())
+                    if known:
+                        pcsc.wait_for_change(pcsc.readers(known), min(left, CARD_WAIT_SLICE))
+                    else:
+                        time.sleep(POLL_INTERVAL)
+        except TransportError:  # pcscd went away meanwhile: look again through a new context
+            if _all_as_expected(expected, _cards_present(list(expected)), deadline, hint):
+                return
+            time.sleep(POLL_INTERVAL)
+
+
+def _all_as_expected(
+    expected: Mapping[str, bool], seen: Mapping[str, bool | None], deadline: float, hint: str
+) -> bool:
+    """Whether every reader is as expected; a StationError once ``deadline`` has passed."""
+    wrong = [name for name, want in expected.items() if seen[name] is not want]
+    if not wrong:
+        return True
+    if time.monotonic() >= deadline:
+        described = ", ".join(
+            f"'{name}' ({_describe(seen[name])}, expected {_describe(expected[name])})"
+            for name in wrong
+        )
+        advice = " ".join(filter(None, [hint, f"See {_state_dir() / 'station.log'}."]))
+        raise StationError(f"PC/SC does not show the expected cards in time: {described}. {advice}")
+    return False
 
 
 def _describe(present: bool | None) -> str:
