@@ -414,9 +414,8 @@ def load_job(path: Path) -> Job:
     ei_readers = document.get("ei_readers", [])
     if not isinstance(ei_readers, list) or not all(isinstance(name, str) for name in ei_readers):
         checker.error("ei_readers", "must be a list of reader names")
-    expect, ei_template = _job_path(checker, document, "expect"), _job_path(
-        checker, document, "ei_template"
-    )
+    expect = _job_path(checker, document, "expect")
+    ei_template = _job_path(checker, document, "ei_template")
     serial_range = document.get("serial_range")
     if serial_range is not None and not isinstance(serial_range, str):
         checker.error("serial_range", 'must be "FIRST-LAST" (serials in hex)')

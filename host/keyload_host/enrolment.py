@@ -167,8 +167,7 @@ class SerialAllocator:
                 return candidate
         except sa.exc.SQLAlchemyError as error:
             raise EnrolmentError(
-                f"the inventory {describe(self.store.url)} cannot give a serial "
-                f"({_reason(error)})"
+                f"the inventory {describe(self.store.url)} cannot give a serial ({_reason(error)})"
             ) from None
         raise EnrolmentError(f"every serial of {self.pool.description} has been given")
 
@@ -302,4 +301,3 @@ class Enrolment:
             ),
         )
         return read_ei(card)
-

@@ -999,9 +999,6 @@ def run_batch(
         plans = plan(states, eis, loads)
     except PreflightError as error:
         _refuse(audit, cards[0].reader, error)
-    if on_card:
-        for report in refused:
-            on_card(report)
     service_watchdog = Watchdog()
     if any(card_plan.to_load for card_plan in plans):
         pool = _open_pool(cards, states, read_pin, audit, service_watchdog)
@@ -1011,6 +1008,9 @@ def run_batch(
         )
     if on_plan:
         on_plan(plans)
+    if on_card:  # the cards a gate turned away, after the plan as the others' reports
+        for report in refused:
+            on_card(report)
     service = _Service(pool, audit, on_result, on_card, apdu_timeout, service_watchdog)
     for ei_card, card_plan in zip(ei_cards, plans, strict=True):
         watched = EiCard(service_watchdog.watch(ei_card.transport))
