@@ -23,7 +23,7 @@ from .config import USAGE_SHORT, EiSetup, Load
 from .crypto import kcv
 from .errors import KeyloadError
 from .inventory import Store, describe, events
-from .manifest import Manifest, parse_serial
+from .manifest import EVENT_RECONCILIATION, Manifest, parse_serial
 from .protocol import LifeCycle, kcv_text
 from .provisioning import setup_ei
 from .secret_sources import Secret, SecretKind, SecretSource
@@ -138,8 +138,11 @@ class SerialAllocator:
                 sa.select(serials.c.serial).where(self.pool._within(serials.c.serial))
             ).scalars()
             taken = set(given)
+            on_a_card = sa.and_(  # a reconciliation names expected units, not cards seen
+                self.pool._within(events.c.ei_sn), events.c.event != EVENT_RECONCILIATION
+            )
             known = connection.execute(
-                sa.select(events.c.ei_sn).where(self.pool._within(events.c.ei_sn)).distinct()
+                sa.select(events.c.ei_sn).where(on_a_card).distinct()
             ).scalars()
             return taken | set(known)
 

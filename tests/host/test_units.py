@@ -369,6 +369,7 @@ def test_a_serial_already_on_a_unit_of_the_inventory_is_not_given(store, tmp_pat
     with AuditLog(path) as journal:
         InventoryFeed(journal, store, path)
         load_units(as_pool(), [SN1], journal)  # set up by hand, then personalized
+        journal.record("reconciliation", ei_sn=hexed(SN2)[0], result="not seen")  # no card
     allocator = SerialAllocator(store, SerialPool.of_manifest(manifest(SN1, SN2)))
     assert allocator.allocate("EI A") == hexed(SN2)[0]
 
