@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from keyload_host import crypto
 from keyload_host.audit import EVENT_CARD_FAILED
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.cli import main
-from keyload_host.config import EiSetup, SlotConfig
+from keyload_host.config import EiSetup, Load, SlotConfig
 from keyload_host.enrolment import (
     Enrolment,
     EnrolmentError,
@@ -36,7 +36,14 @@ from keyload_host.manifest import (
 )
 from keyload_host.protocol import SW, LifeCycle, Role, Usage
 from keyload_host.secret_sources import Secret, SecretKind, SecretSource
-from keyload_host.workflow import CardReport, Outcome, PreflightError, run_batch, run_watch
+from keyload_host.workflow import (
+    CardReport,
+    LoadResult,
+    Outcome,
+    PreflightError,
+    run_batch,
+    run_watch,
+)
 from test_workflow import LOADS, SN1, SN2, ListAudit, Readers, standard_as, standard_ei
 
 SN3 = bytes.fromhex("4B4C000000000003")
@@ -114,8 +121,6 @@ def test_watch_mode_refuses_an_unknown_card_and_serves_the_expected_one() -> Non
 
 
 def _report(serial: bytes, outcomes: Sequence[Outcome], problem: str = "") -> CardReport:
-    from keyload_host.workflow import LoadResult
-
     sn = serial.hex().upper()
     results = tuple(
         LoadResult("EI A", sn, load, outcome, reason="" if outcome != Outcome.FAILED else "6982")
@@ -454,3 +459,33 @@ def test_the_cli_enrols_a_blank_card_from_a_range(fake_readers, tmp_path: Path) 
         "enrolled",
         "key",
     ]
+
+
+def test_ctrl_c_in_watch_mode_still_reconciles(
+    fake_readers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator ends a watch session early: the units seen so far and the others are
+    listed, in the output and the log, and the exit status says the run is incomplete."""
+    from keyload_host import workflow
+
+    pcsc = fake_readers(cli_station())
+    pcsc.watch = lambda names: names
+
+    def served_one_then_ctrl_c(*_args: object, on_card: Callable, **_kwargs: object) -> None:
+        sn = hexed(SN1)[0]
+        loaded = LoadResult("EI reader 1", sn, Load(0x03, 0x01), Outcome.LOADED)
+        on_card(CardReport("EI reader 1", sn, (loaded,)))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workflow, "run_watch", served_one_then_ctrl_c)
+    units = tmp_path / "units.csv"
+    units.write_text("serial\n" + "\n".join(hexed(SN1, SN2)) + "\n")
+    audit = tmp_path / "audit.jsonl"
+    result = personalize(audit, "--watch", "--expect", str(units))
+    assert result.exit_code == EXIT_INCOMPLETE, result.output
+    assert "Stopped." in result.output
+    assert "2 expected unit(s): 1 loaded, 0 failed, 1 not seen: INCOMPLETE" in result.output
+    logged = [
+        (r.get("ei_sn"), r["result"]) for r in records(audit) if r["event"] == "reconciliation"
+    ]
+    assert logged == [(hexed(SN1)[0], "loaded"), (hexed(SN2)[0], "not seen"), (None, "incomplete")]
