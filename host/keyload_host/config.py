@@ -92,6 +92,12 @@ class Job:
     loads: tuple[Load, ...]
     as_reader: str | None
     ei_readers: tuple[str, ...]
+    expect: Path | None = None
+    """The manifest of expected units (``manifest.load_manifest``), relative to the job file."""
+    ei_template: Path | None = None
+    """The EI template blank cards are enrolled with (``load_ei_template``)."""
+    serial_range: str | None = None
+    """FIRST-LAST: the serials enrolment gives (else the manifest's)."""
 
 
 def parse_ref(text: str) -> int:
@@ -353,11 +359,42 @@ def load_ei_setup(path: Path) -> EiSetup:
     return EiSetup(transport_key, serial, retry_limit, tuple(slots))
 
 
+def load_ei_template(path: Path) -> EiSetup:
+    """Read and validate an EI template: a ``setup ei`` config without its serial (enrolment
+    gives each blank card the next one); the returned setup's serial is empty."""
+    document = _read_toml(path)
+    checker = _Checker(path)
+    checker.fields(document, "", ("transport_key", "retry_limit", "slots"))
+    transport_key = checker.secret_source(document, "transport_key", "")
+    retry_limit = checker.integer(
+        document, "retry_limit", "", RETRY_LIMIT_MIN, RETRY_LIMIT_MAX, default=RETRY_LIMIT_DEFAULT
+    )
+    tables = checker.table_list(document, "slots")
+    slots = [_slot(checker, table, f"slots[{index}]") for index, table in enumerate(tables)]
+    checker.unique_refs("slots", [table.get("ref") for table in tables])
+    checker.raise_if_any()
+    return EiSetup(transport_key, b"", retry_limit, tuple(slots))
+
+
+def _job_path(checker: _Checker, document: dict[str, Any], key: str) -> Path | None:
+    value = document.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        checker.error(key, "must be a file name")
+        return None
+    return checker.path.parent / value
+
+
 def load_job(path: Path) -> Job:
     """Read and validate a personalization job file."""
     document = _read_toml(path)
     checker = _Checker(path)
-    checker.fields(document, "", ("loads", "as_reader", "ei_readers"))
+    checker.fields(
+        document,
+        "",
+        ("loads", "as_reader", "ei_readers", "expect", "ei_template", "serial_range"),
+    )
     loads = []
     raw_loads = checker.get(document, "loads", "")
     if raw_loads is not _MISSING:
@@ -377,5 +414,10 @@ def load_job(path: Path) -> Job:
     ei_readers = document.get("ei_readers", [])
     if not isinstance(ei_readers, list) or not all(isinstance(name, str) for name in ei_readers):
         checker.error("ei_readers", "must be a list of reader names")
+    expect = _job_path(checker, document, "expect")
+    ei_template = _job_path(checker, document, "ei_template")
+    serial_range = document.get("serial_range")
+    if serial_range is not None and not isinstance(serial_range, str):
+        checker.error("serial_range", 'must be "FIRST-LAST" (serials in hex)')
     checker.raise_if_any()
-    return Job(tuple(loads), as_reader, tuple(ei_readers))
+    return Job(tuple(loads), as_reader, tuple(ei_readers), expect, ei_template, serial_range)

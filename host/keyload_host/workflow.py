@@ -85,6 +85,16 @@ class PreflightError(KeyloadError):
         self.problems = list(problems)
 
 
+class CardRefused(KeyloadError):
+    """A gate turned an EI card away (not on the expected list, enrolment failed): the card is
+    reported with this message and gets no GET CHALLENGE, EXPORT KEY or IMPORT KEY."""
+
+    def __init__(self, message: str, serial: str = "") -> None:
+        super().__init__(message)
+        self.serial = serial
+        """The serial the card is reported under (hex, "" when it has none)."""
+
+
 class AsUnavailableError(KeyloadError):
     """The AS stopped answering as it should (removed, reset): no key can be loaded any more."""
 
@@ -371,6 +381,34 @@ class AsState:
     reader: str
     info: Info
     keys: Mapping[int, KeyEntry]
+
+
+class CardGate(Protocol):
+    """What an EI card passes between being read (SELECT, LIST KEYS, which spend nothing) and
+    being checked and loaded: a manifest of expected units, the enrolment of blank cards."""
+
+    def check(self, pool: Sequence[AsState], loads: Sequence[Load]) -> list[str]:
+        """Problems of the session for this gate, before the PIN is asked (one sentence each)."""
+        ...
+
+    def admit(self, card: EiCard, ei: EiState) -> EiState:
+        """The card as it is to be served (read again if the gate changed it); raises
+        CardRefused for a card that must not be served. Called from the card's own thread."""
+        ...
+
+
+def check_gates(
+    gates: Sequence[CardGate], pool: Sequence[AsState], loads: Sequence[Load]
+) -> list[str]:
+    """Problems every gate finds with the session."""
+    return [problem for gate in gates for problem in gate.check(pool, loads)]
+
+
+def admit(gates: Sequence[CardGate], card: EiCard, ei: EiState) -> EiState:
+    """``ei`` through every gate in turn (CardRefused: the card is turned away)."""
+    for gate in gates:
+        ei = gate.admit(card, ei)
+    return ei
 
 
 def check_as_pool(pool: Sequence[AsState], loads: Sequence[Load]) -> list[str]:
@@ -660,17 +698,25 @@ def serve_card(
     audit: AuditSink,
     on_result: Callable[[LoadResult], None] | None = None,
     stop: Stop | None = None,
+    gates: Sequence[CardGate] = (),
 ) -> CardReport:
     """Read, check and load one EI that arrived on its own (watch mode).
 
     The checks are those of the batch preflight for an EI, against the AS state of this session
     (the AS cards were checked when the session opened); a card that fails them is reported as
-    not served, one problem for the card, and gets no IMPORT KEY.
+    not served, one problem for the card, and gets no IMPORT KEY. ``gates`` see the card once it
+    is read and before anything is spent (``CardGate``).
     """
     try:
         ei = read_ei(ei_card)
     except (CardError, ProtocolError, TransportError) as error:
         return _card_failed(ei_card.reader, "", loads, str(error), audit)
+    try:
+        ei = admit(gates, ei_card, ei)
+    except CardRefused as error:
+        return _card_failed(ei.reader, error.serial, loads, str(error), audit)
+    except (CardError, ProtocolError, TransportError) as error:
+        return _card_failed(ei.reader, ei.serial, loads, str(error), audit)
     states = [AsState(s.card.reader, s.info, s.keys) for s in pool.sessions]
     try:
         (card_plan,) = plan_eis(states, [ei], loads)
@@ -816,6 +862,7 @@ def watch(
     watchdog: Watchdog | None = None,
     on_result: Callable[[LoadResult], None] | None = None,
     on_card: Callable[[CardReport], None] | None = None,
+    gates: Sequence[CardGate] = (),
 ) -> list[LoadResult]:
     """Serve EI cards as they are inserted, every reader at once, until ``should_stop()`` is
     true (asked whenever no card is being served) or Ctrl-C (KeyboardInterrupt: the cards being
@@ -836,7 +883,7 @@ def watch(
                 if card is None or served.get(reader) == card or reader in busy:
                     continue
                 served[reader] = card
-                service.start(reader, _watch_work(service, open_ei, reader, loads))
+                service.start(reader, _watch_work(service, open_ei, reader, loads, gates))
                 started = True
             if service.as_lost:
                 service.join()
@@ -856,14 +903,18 @@ def watch(
 
 
 def _watch_work(
-    service: _Service, open_ei: EiOpener, reader: str, loads: Sequence[Load]
+    service: _Service,
+    open_ei: EiOpener,
+    reader: str,
+    loads: Sequence[Load],
+    gates: Sequence[CardGate] = (),
 ) -> Callable[[Stop], CardReport]:
     def work(stop: Stop) -> CardReport:
         try:
             with open_ei(reader) as ei_card:
                 watched = EiCard(service.watchdog.watch(ei_card.transport))
                 return serve_card(
-                    service.pool, watched, loads, service.audit, service.on_result, stop
+                    service.pool, watched, loads, service.audit, service.on_result, stop, gates
                 )
         except TransportError as error:
             return _card_failed(reader, "", loads, str(error), service.audit)
@@ -915,6 +966,7 @@ def run_batch(
     on_plan: Callable[[Sequence[CardPlan]], None] | None = None,
     on_result: Callable[[LoadResult], None] | None = None,
     on_card: Callable[[CardReport], None] | None = None,
+    gates: Sequence[CardGate] = (),
 ) -> list[LoadResult]:
     """Personalize the EI cards present now: read and check every card, then ask for the PIN
     (so that nobody types it for a batch that cannot run, nor for one with nothing to load),
@@ -922,11 +974,27 @@ def run_batch(
     (an opener-free batch: give each EI card its own PC/SC context).
 
     A failing EI does not stop the others; losing every AS raises AsUnavailableError carrying
-    the results so far; Ctrl-C stops every card after its current key.
+    the results so far; Ctrl-C stops every card after its current key. A card a gate turns
+    away is reported (``on_card``) and left out; the others go on.
     """
     cards = _as_cards(as_card)
     states = [AsState(card.reader, *read_as(card)) for card in cards]
     eis = [read_ei(card) for card in ei_cards]
+    refused: list[CardReport] = []
+    if gates:  # the AS cards and the gates are checked before a gate changes any card
+        problems = check_as_pool(states, loads) + check_gates(gates, states, loads)
+        if problems:
+            _refuse(audit, cards[0].reader, PreflightError(problems))
+        admitted = []
+        for card, ei in zip(ei_cards, eis, strict=True):
+            try:
+                admitted.append((card, admit(gates, card, ei)))
+            except CardRefused as error:
+                refused.append(_card_failed(ei.reader, error.serial, loads, str(error), audit))
+            except (CardError, ProtocolError, TransportError) as error:
+                refused.append(_card_failed(ei.reader, ei.serial, loads, str(error), audit))
+        ei_cards = [card for card, _ei in admitted]
+        eis = [ei for _card, ei in admitted]
     try:
         plans = plan(states, eis, loads)
     except PreflightError as error:
@@ -940,6 +1008,9 @@ def run_batch(
         )
     if on_plan:
         on_plan(plans)
+    if on_card:  # the cards a gate turned away, after the plan as the others' reports
+        for report in refused:
+            on_card(report)
     service = _Service(pool, audit, on_result, on_card, apdu_timeout, service_watchdog)
     for ei_card, card_plan in zip(ei_cards, plans, strict=True):
         watched = EiCard(service_watchdog.watch(ei_card.transport))
@@ -955,10 +1026,11 @@ def run_batch(
         service.stop.set(STOPPED_BY_OPERATOR)
         service.join()
         raise
+    refused_results = [result for report in refused for result in report.results]
     if service.as_lost:
-        service.as_lost.results = service.results()
+        service.as_lost.results = refused_results + service.results()
         raise service.as_lost
-    return service.results()
+    return refused_results + service.results()
 
 
 def run_watch(
@@ -974,11 +1046,13 @@ def run_watch(
     apdu_timeout: float = APDU_TIMEOUT,
     on_result: Callable[[LoadResult], None] | None = None,
     on_card: Callable[[CardReport], None] | None = None,
+    gates: Sequence[CardGate] = (),
 ) -> list[LoadResult]:
-    """Check the AS cards, ask for the PIN, then serve EI cards as they come (see ``watch``)."""
+    """Check the AS cards (and the gates against them), ask for the PIN, then serve EI cards
+    as they come (see ``watch``)."""
     cards = _as_cards(as_card)
     states = [AsState(card.reader, *read_as(card)) for card in cards]
-    problems = check_as_pool(states, loads)
+    problems = check_as_pool(states, loads) + check_gates(gates, states, loads)
     if problems:
         _refuse(audit, cards[0].reader, PreflightError(problems))
     watchdog = Watchdog()
@@ -995,4 +1069,5 @@ def run_watch(
         watchdog=watchdog,
         on_result=on_result,
         on_card=on_card,
+        gates=gates,
     )

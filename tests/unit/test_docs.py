@@ -25,6 +25,8 @@ GLUE = {
     "secret_sources",
     "provisioning",
     "workflow",
+    "manifest",
+    "enrolment",
     "audit",
     "audit_chain",
     "inventory",

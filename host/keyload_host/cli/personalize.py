@@ -20,7 +20,7 @@ from ..config import Load, check_loads, load_job
 from ..secret_sources import Secret, SecretKind, SecretSource, load_secret
 from ..tables import format_table
 from ..transport import Pcsc, PcscTransport
-from . import options, progress
+from . import options, progress, units
 from .inventory import STORE_HELP, feed_inventory
 from .options import READER_HELP, parse_loads
 
@@ -139,9 +139,12 @@ def _run(
     watch: bool,
     apdu_timeout: float,
     collected: list[workflow.LoadResult],
+    run_units: units.Units,
+    gates: Sequence[workflow.CardGate] = (),
 ) -> None:
     def collect(report: workflow.CardReport) -> None:
         collected.extend(report.results)
+        run_units.on_card(report)
 
     if watch:
         click.echo(
@@ -168,10 +171,11 @@ def _run(
                 read_pin,
                 _ei_opener(contexts),
                 pcsc.watch(ei_names),
-                lambda: False,
+                run_units.all_loaded,
                 apdu_timeout=apdu_timeout,
                 on_result=on_result,
                 on_card=on_card,
+                gates=gates,
             )
         finally:
             display.finish()
@@ -201,6 +205,7 @@ def _run(
             on_plan=on_plan,
             on_result=on_result,
             on_card=on_card,
+            gates=gates,
         )
 
 
@@ -251,6 +256,15 @@ def _run(
     "failed (an AS leaves the pool) and the other readers go on.",
 )
 @click.option("--store", metavar="URL", help=STORE_HELP + " 'none': no inventory.")
+@click.option(
+    "--expect", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=units.EXPECT_HELP
+)
+@click.option(
+    "--ei-template",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=units.TEMPLATE_HELP,
+)
+@click.option("--serial-range", metavar="FIRST-LAST", help=units.RANGE_HELP)
 @click.option("--pin-env", metavar="VAR", help="Read the AS operator PIN from this variable.")
 @click.option(
     "--pin-file",
@@ -266,6 +280,9 @@ def personalize(
     audit_path: Path | None,
     apdu_timeout: float,
     store: str | None,
+    expect: Path | None,
+    ei_template: Path | None,
+    serial_range: str | None,
     pin_env: str | None,
     pin_file: Path | None,
 ) -> None:
@@ -277,14 +294,17 @@ def personalize(
     at the same time; each AS runs one command at a time. Per key three commands follow, none
     carrying a key in clear: GET CHALLENGE (EI), EXPORT KEY (AS), IMPORT KEY (EI).
     Keys already in a slot with the same version are skipped, so re-running is safe. A key is
-    reported loaded with the version and KCV the EI checked before answering. Exits non-zero if
-    any key failed.
+    reported loaded with the version and KCV the EI checked before answering. Exits 1 if any
+    key failed, 3 if an expected unit (--expect) is not loaded.
     """
     if job is not None:
         job_file = load_job(job)
         loads = loads or list(job_file.loads)
         as_readers = as_readers or ((job_file.as_reader,) if job_file.as_reader else ())
         ei_readers = ei_readers or job_file.ei_readers
+        expect = expect or job_file.expect
+        ei_template = ei_template or job_file.ei_template
+        serial_range = serial_range or job_file.serial_range
     if not as_readers or not ei_readers or not loads:
         raise click.UsageError(
             "give --as-reader, at least one --ei-reader and one --load (or a --job file)"
@@ -303,13 +323,17 @@ def personalize(
         return load_secret(pin_source, SecretKind.PIN, PIN_LABEL)
 
     results: list[workflow.LoadResult] = []
+    reconciliation = None
     with ExitStack() as stack:
         if early_pin is not None:
             stack.callback(early_pin.wipe)
+        run_units = units.Units.read(stack, expect, ei_template, serial_range)
+        run_units.loads = loads
         audit: AuditSink = (
             stack.enter_context(AuditLog(audit_path)) if audit_path else NullAuditLog()
         )
         audit = feed_inventory(stack, audit, audit_path, store)  # inventory: after the journal
+        gates = run_units.gates(stack, audit, audit_path, store)
         pcsc = stack.enter_context(options.pcsc())
         as_names, ei_names = _resolve_readers(pcsc, as_readers, ei_readers)
         contexts = _Contexts()
@@ -333,6 +357,8 @@ def personalize(
                 watch,
                 apdu_timeout,
                 results,
+                run_units,
+                gates,
             )
             ended = True
         except KeyboardInterrupt:
@@ -340,13 +366,21 @@ def personalize(
             ended = True
         except workflow.AsUnavailableError as error:
             _summary(error.results)
+            reconciliation = run_units.record(audit)
+            if reconciliation:
+                units.show(reconciliation)
             raise
         finally:
+            if ended:
+                reconciliation = run_units.record(audit)
+            ok = ended and not workflow.failed(results) and units.exit_code(reconciliation) == 0
             audit.record(
-                EVENT_SESSION_END,
-                reader=", ".join(as_names),
-                result="ok" if ended and not workflow.failed(results) else "failed",
+                EVENT_SESSION_END, reader=", ".join(as_names), result="ok" if ok else "failed"
             )
     _summary(results)
+    if reconciliation:
+        units.show(reconciliation)
+    if reconciliation and not reconciliation.complete:
+        sys.exit(units.exit_code(reconciliation))
     if workflow.failed(results):
         sys.exit(1)
