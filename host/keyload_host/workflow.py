@@ -766,6 +766,9 @@ class _Service:
         self.stop = Stop()
         self.watchdog = watchdog
         self.as_lost: AsUnavailableError | None = None
+        self.failure: Exception | None = None
+        """What ended a card in an unforeseen way (e.g. the audit log could not be written): the
+        other cards stop after their current key and the run raises it."""
         self._reports: list[CardReport | None] = []
         self._threads: dict[str, threading.Thread] = {}
         self._given_up: set[str] = set()
@@ -800,6 +803,11 @@ class _Service:
                 self.as_lost = self.as_lost or error
         except TransportError as error:
             report = CardReport(reader, "", (), str(error))
+        except Exception as error:  # a thread must always report, or join() would wait forever
+            report = CardReport(reader, "", (), f"the run failed: {error}")
+            self.stop.set(f"the run failed ({error})")
+            with self._done:
+                self.failure = self.failure or error
         with self._done:
             given_up = reader in self._given_up
             if not given_up:
@@ -885,9 +893,9 @@ def watch(
                 served[reader] = card
                 service.start(reader, _watch_work(service, open_ei, reader, loads, gates))
                 started = True
-            if service.as_lost:
+            if service.as_lost or service.failure:
                 service.join()
-                raise service.as_lost
+                raise service.failure or service.as_lost  # type: ignore[misc]
             if service.busy():
                 service.wait(BUSY_LOOK_INTERVAL)
             elif not started:  # nothing to serve: sleep until a reader changes
@@ -1027,6 +1035,8 @@ def run_batch(
         service.join()
         raise
     refused_results = [result for report in refused for result in report.results]
+    if service.failure:
+        raise service.failure
     if service.as_lost:
         service.as_lost.results = refused_results + service.results()
         raise service.as_lost

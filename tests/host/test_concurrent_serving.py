@@ -8,11 +8,13 @@ import io
 import re
 import threading
 
+import pytest
 from fakes import FakeApplet, FakeTransport
+from keyload_host.audit import AuditError
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.cli.progress import Progress, card_line
 from keyload_host.workflow import CardReport, LoadResult, Outcome, run_batch
-from test_workflow import LOADS, SN1, SN2, Station, standard_as, standard_ei
+from test_workflow import LOADS, SN1, SN2, ListAudit, Station, standard_as, standard_ei
 
 
 class StallingTransport(FakeTransport):
@@ -121,3 +123,19 @@ def test_progress_keeps_a_live_block_per_reader_with_rate_and_expected_end() -> 
     assert block[1] == "  EI B: waiting for a card  (0 done, 0 failed)"
     assert block[2].startswith("  1 card(s) done, 1 failed, ")
     assert "3 to go, about" in block[2] and "cards/hour" in block[2]
+
+
+class FailingAudit(ListAudit):
+    """An audit log whose disk fills up at the first key record."""
+
+    def record(self, event: str, **fields: object) -> dict[str, object]:
+        if event == "key":
+            raise AuditError("audit.jsonl: cannot write the audit log: No space left on device")
+        return super().record(event, **fields)
+
+
+def test_an_unforeseen_error_in_a_card_thread_ends_the_run_instead_of_hanging_it() -> None:
+    s = Station(standard_as(), [standard_ei(SN1), standard_ei(SN2)])
+    s.audit = FailingAudit()
+    with pytest.raises(AuditError, match="No space left"):
+        s.run()
