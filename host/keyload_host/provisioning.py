@@ -128,13 +128,16 @@ SecretRequest = tuple[KeySource, SecretKind, str]
 
 @dataclass(frozen=True)
 class _Entry:
-    """One secret to read: a whole secret (``component`` None) or one component of a key."""
+    """One secret to read: a whole secret, or (``key`` set) component ``component`` of ``key``,
+    the key ``key_label`` of request ``request``."""
 
     request: int
-    component: int | None
     source: SecretSource
     kind: SecretKind
     label: str
+    key: KeyComponents | None = None
+    component: int = 0
+    key_label: str = ""
 
 
 def _entries(requests: Sequence[SecretRequest]) -> list[_Entry]:
@@ -142,11 +145,11 @@ def _entries(requests: Sequence[SecretRequest]) -> list[_Entry]:
     for index, (source, kind, label) in enumerate(requests):
         if isinstance(source, KeyComponents):
             entries += [
-                _Entry(index, number, component.source, kind, source.label(number, label))
-                for number, component in enumerate(source.components)
+                _Entry(index, part.source, kind, source.label(number, label), source, number, label)
+                for number, part in enumerate(source.components)
             ]
         else:
-            entries.append(_Entry(index, None, source, kind, label))
+            entries.append(_Entry(index, source, kind, label))
     return entries
 
 
@@ -176,10 +179,10 @@ def read_secrets_around_state_check(
             for entry in entries:
                 if entry.source.prompt != prompted:
                     continue
-                if entry.component is None:
+                if entry.key is None:
                     read[entry.request] = load(entry.source, entry.kind, entry.label, True)
-                    continue
-                _read_component(entry, requests, parts, read, load, show)
+                else:
+                    _read_component(entry, entry.key, parts, read, load, show)
     except BaseException:
         for secret in [*read.values(), *(p for got in parts.values() for p in got.values())]:
             secret.wipe()
@@ -189,15 +192,14 @@ def read_secrets_around_state_check(
 
 def _read_component(
     entry: _Entry,
-    requests: Sequence[SecretRequest],
+    source: KeyComponents,
     parts: dict[int, dict[int, Secret]],
     read: dict[int, Secret],
     load: SecretLoader,
     show: Show,
 ) -> None:
-    """Read one component, check its KCV, show it; combine the key once all its parts are in."""
-    source, _kind, label = requests[entry.request]
-    assert isinstance(source, KeyComponents) and entry.component is not None
+    """Read one component of ``source``, check its KCV, show it; once all the key's components
+    are in ``parts``, combine them into ``read`` and check the key's KCV."""
     got = parts.setdefault(entry.request, {})
     got[entry.component] = load(entry.source, entry.kind, entry.label, False)
     expected = source.components[entry.component].kcv
@@ -206,7 +208,7 @@ def _read_component(
         return
     ordered = [got[number] for number in range(len(source.components))]
     del parts[entry.request]
-    what = f"the {label} combined from {len(ordered)} components"
+    what = f"the {entry.key_label} combined from {len(ordered)} components"
     key = combine_components(ordered, what)
     try:
         show(f"{what[0].upper()}{what[1:]}: KCV {check_kcv(key, source.kcv, what)}, correct")
