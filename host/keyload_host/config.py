@@ -1,5 +1,6 @@
 """The TOML files an operator writes: setup configs (``setup as|ei``) and job files, validated
-before any card is touched, every problem reported at once; secrets only as where to read them."""
+before any card is touched, every problem reported at once; secrets only as where to read them
+(a key possibly as components, each with its custodian and its expected KCV)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 from .errors import KeyloadError
 from .protocol import (
     EXPORT_LIMIT_UNLIMITED,
+    KCV_LENGTH,
+    KCV_METHOD,
     KEY_LENGTHS,
     MAX_KEYS,
     REF_MAX,
@@ -24,8 +27,16 @@ from .protocol import (
     VERSION_MAX,
     VERSION_MIN,
     Usage,
+    parse_kcv_text,
 )
-from .secret_sources import SecretSource
+from .secret_sources import (
+    MAX_COMPONENTS,
+    MIN_COMPONENTS,
+    KeyComponent,
+    KeyComponents,
+    KeySource,
+    SecretSource,
+)
 
 USAGE_NAMES = {"auth": Usage.AUTHENTICATE, "mac": Usage.MAC, "enc": Usage.ENCRYPT}
 USAGE_SHORT = {usage: name for name, usage in USAGE_NAMES.items()}
@@ -50,12 +61,12 @@ class AppKeyConfig:
     diversify: bool
     export_limit: int
     """0xFFFF means unlimited, as on the card."""
-    key: SecretSource
+    key: KeySource
 
 
 @dataclass(frozen=True)
 class AsSetup:
-    transport_key: SecretSource
+    transport_key: KeySource
     pin: SecretSource
     keys: tuple[AppKeyConfig, ...]
 
@@ -70,7 +81,7 @@ class SlotConfig:
 
 @dataclass(frozen=True)
 class EiSetup:
-    transport_key: SecretSource
+    transport_key: KeySource
     serial: bytes
     retry_limit: int
     slots: tuple[SlotConfig, ...]
@@ -204,9 +215,11 @@ class _Checker:
 
     def secret_source(self, table: dict[str, Any], key: str, where: str) -> SecretSource | None:
         value = self.get(table, key, where)
-        location = _join(where, key)
         if value is _MISSING:
             return None
+        return self._source(value, _join(where, key))
+
+    def _source(self, value: Any, location: str) -> SecretSource | None:
         if isinstance(value, str | int):
             self.error(
                 location,
@@ -227,6 +240,88 @@ class _Checker:
             return SecretSource(prompt=True)
         self.error(location, "must be one of { file = ... }, { env = ... }, { prompt = true }")
         return None
+
+    def key_source(self, table: dict[str, Any], key: str, where: str) -> KeySource | None:
+        """A key's source: one file, variable or prompt, or ``{ components = [...], kcv }``."""
+        value = self.get(table, key, where)
+        if value is _MISSING:
+            return None
+        location = _join(where, key)
+        if isinstance(value, dict) and "components" in value:
+            return self._components(value, location)
+        return self._source(value, location)
+
+    def kcv(self, table: dict[str, Any], where: str) -> bytes | None:
+        """An expected check value, ``"cmac-aes:1A2B3C"`` or bare ``"1A2B3C"`` (cmac-aes)."""
+        value = self.get(table, "kcv", where)
+        if value is _MISSING:
+            return None
+        location = _join(where, "kcv")
+        try:
+            method, digits = parse_kcv_text(value) if isinstance(value, str) else ("", "")
+        except ValueError:
+            method, digits = "", ""
+        if method != KCV_METHOD or len(digits) != 2 * KCV_LENGTH:
+            self.error(
+                location,
+                f'must be a check value such as "{KCV_METHOD}:1A2B3C" (AES-CMAC of a zero '
+                f"block, {2 * KCV_LENGTH} hex digits), found {_kind(value)}",
+            )
+            return None
+        return bytes.fromhex(digits)
+
+    def _components(self, value: dict[str, Any], where: str) -> KeyComponents | None:
+        self.fields(value, where, ("components", "kcv"))
+        combined_kcv = self.kcv(value, where)
+        tables = value["components"]
+        location = _join(where, "components")
+        if not isinstance(tables, list) or not all(isinstance(item, dict) for item in tables):
+            self.error(location, "must be a list of { custodian, kcv, and file, env or prompt }")
+            return None
+        if not MIN_COMPONENTS <= len(tables) <= MAX_COMPONENTS:
+            self.error(
+                location,
+                f"a key is entered as {MIN_COMPONENTS} or {MAX_COMPONENTS} components, found "
+                f"{len(tables)}",
+            )
+            return None
+        components = [
+            self._component(table, f"{location}[{index}]") for index, table in enumerate(tables)
+        ]
+        if None in components or combined_kcv is None:
+            return None
+        self._distinct_components(components, combined_kcv, location)
+        return KeyComponents(tuple(components), combined_kcv)
+
+    def _component(self, table: dict[str, Any], where: str) -> KeyComponent | None:
+        self.fields(table, where, ("custodian", "kcv", "file", "env", "prompt"))
+        custodian = self.get(table, "custodian", where)
+        if custodian is not _MISSING and (not isinstance(custodian, str) or not custodian.strip()):
+            self.error(_join(where, "custodian"), "must name the custodian of this component")
+            custodian = _MISSING
+        expected = self.kcv(table, where)
+        source_fields = {k: v for k, v in table.items() if k in ("file", "env", "prompt")}
+        source = self._source(source_fields, where)
+        if custodian is _MISSING or expected is None or source is None:
+            return None
+        return KeyComponent(source, custodian.strip(), expected)
+
+    def _distinct_components(
+        self, components: Sequence[KeyComponent], combined_kcv: bytes, where: str
+    ) -> None:
+        """Split knowledge needs distinct custodians and distinct values: two equal components
+        cancel out, and a component whose KCV is the key's leaves the others XORing to zero."""
+        custodians = [component.custodian.casefold() for component in components]
+        if len(set(custodians)) != len(custodians):
+            self.error(where, "each component must have its own custodian")
+        kcvs = [component.kcv for component in components]
+        if len(set(kcvs)) != len(kcvs):
+            self.error(where, "two components have the same KCV: they are the same value")
+        if combined_kcv in kcvs:
+            self.error(where, "a component has the KCV of the whole key: the others cancel out")
+        sources = [(c.source.file, c.source.env) for c in components if not c.source.prompt]
+        if len(set(sources)) != len(sources):
+            self.error(where, "two components are read from the same file or variable")
 
     def table_list(self, document: dict[str, Any], key: str) -> list[dict[str, Any]]:
         """An array of tables (``[[key]]``), at least one and at most MAX_KEYS entries."""
@@ -290,7 +385,7 @@ def _app_key(checker: _Checker, table: dict[str, Any], where: str) -> AppKeyConf
         checker.integer(table, "version", where, VERSION_MIN, VERSION_MAX),
         checker.boolean(table, "diversify", where, default=False),
         _export_limit(checker, table, where),
-        checker.secret_source(table, "key", where),
+        checker.key_source(table, "key", where),
     )
     return None if None in values else AppKeyConfig(*values)
 
@@ -300,7 +395,7 @@ def load_as_setup(path: Path) -> AsSetup:
     document = _read_toml(path)
     checker = _Checker(path)
     checker.fields(document, "", ("transport_key", "pin", "keys"))
-    transport_key = checker.secret_source(document, "transport_key", "")
+    transport_key = checker.key_source(document, "transport_key", "")
     pin = checker.secret_source(document, "pin", "")
     tables = checker.table_list(document, "keys")
     keys = [_app_key(checker, table, f"keys[{index}]") for index, table in enumerate(tables)]
@@ -347,7 +442,7 @@ def load_ei_setup(path: Path) -> EiSetup:
     document = _read_toml(path)
     checker = _Checker(path)
     checker.fields(document, "", ("transport_key", "serial", "retry_limit", "slots"))
-    transport_key = checker.secret_source(document, "transport_key", "")
+    transport_key = checker.key_source(document, "transport_key", "")
     serial = _serial(checker, document)
     retry_limit = checker.integer(
         document, "retry_limit", "", RETRY_LIMIT_MIN, RETRY_LIMIT_MAX, default=RETRY_LIMIT_DEFAULT

@@ -1,11 +1,14 @@
 """Reading secrets (transport key, application keys, PIN) from owner-only files, environment
-variables or hidden prompts, and holding them in wipeable ``Secret`` objects that print no value."""
+variables or hidden prompts, and holding them in wipeable ``Secret`` objects that print no value;
+a key may also be entered as components held by different custodians (split knowledge), each
+checked by its own KCV and combined by XOR."""
 
 from __future__ import annotations
 
+import hmac
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -15,7 +18,7 @@ import click
 
 from .crypto import kcv
 from .errors import KeyloadError
-from .protocol import KEY_LENGTHS, PIN_MAX, PIN_MIN, kcv_text
+from .protocol import KCV_LENGTH, KEY_LENGTHS, PIN_MAX, PIN_MIN, kcv_text
 
 _GROUP_OTHER_ACCESS = stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
 _WHITESPACE = frozenset(b" \t\r\n\f\v")
@@ -98,6 +101,82 @@ class SecretSource:
         if self.env is not None:
             return f"environment variable {self.env}"
         return "prompt"
+
+
+MIN_COMPONENTS = 2
+MAX_COMPONENTS = 3
+"""A key is entered as 2 or 3 components. Two give split knowledge (PCI PIN 8-2); with XOR every
+component is needed, so each further custodian is one more person whose absence or lost
+component makes the key unrecoverable, for no further secrecy."""
+
+
+@dataclass(frozen=True)
+class KeyComponent:
+    """One full-length component of a key, held by ``custodian``: where to read it and its
+    expected check value (the 3 bytes of ``kcv_text``)."""
+
+    source: SecretSource
+    custodian: str
+    kcv: bytes
+
+
+@dataclass(frozen=True)
+class KeyComponents:
+    """A key entered as components (XOR of all of them, all of the key's length), each checked by
+    its own KCV, the combined key by ``kcv``."""
+
+    components: tuple[KeyComponent, ...]
+    kcv: bytes
+
+    def __post_init__(self) -> None:
+        if not MIN_COMPONENTS <= len(self.components) <= MAX_COMPONENTS:
+            raise ValueError(f"a key has {MIN_COMPONENTS} to {MAX_COMPONENTS} components")
+
+    def label(self, index: int, key_label: str) -> str:
+        """How the operator and the custodian see component ``index`` (0-based) of a key."""
+        component = self.components[index]
+        return (
+            f"Component {index + 1} of {len(self.components)} of the {key_label}, "
+            f"for {component.custodian}"
+        )
+
+
+KeySource = SecretSource | KeyComponents
+"""Where a key comes from: one source, or components."""
+
+
+def check_kcv(secret: Secret, expected: bytes, what: str) -> str:
+    """The KCV of ``secret`` as text, after comparing it (constant time) with ``expected``;
+    raises SecretSourceError naming both KCVs (never the key) when they differ."""
+    found = kcv(secret.reveal())
+    if len(expected) != KCV_LENGTH or not hmac.compare_digest(found, expected):
+        raise SecretSourceError(
+            f"{what}: KCV {kcv_text(found)}, expected {kcv_text(expected)}: "
+            "not the right value; nothing was written to the card"
+        )
+    return kcv_text(found)
+
+
+def combine_components(parts: Sequence[Secret], what: str) -> Secret:
+    """XOR the components ``parts`` (all of one length) into a new key ``Secret``; every part is
+    wiped whatever happens, so a component lives no longer than the combining."""
+    try:
+        lengths = {len(part) for part in parts}
+        if len(lengths) != 1:
+            found = ", ".join(str(len(part)) for part in parts)
+            raise SecretSourceError(
+                f"{what}: the components are not all of one length ({found} bytes): each "
+                "component is as long as the key"
+            )
+        combined = Secret(bytes(lengths.pop()), SecretKind.KEY)
+        value = combined.reveal()
+        for part in parts:
+            for index, byte in enumerate(part.reveal()):
+                value[index] ^= byte
+        return combined
+    finally:
+        for part in parts:
+            part.wipe()
 
 
 _T = TypeVar("_T")

@@ -15,6 +15,7 @@ from fakes import OTHER_T16, PIN, T16, AppKey, FakeApplet, Slot, make_as, make_e
 from keyload_host import crypto
 from keyload_host.cli import main
 from keyload_host.protocol import SW, LifeCycle, Role, Usage, kcv_text
+from keyload_host.secret_sources import KeyComponents
 
 TA03 = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 SN1 = bytes.fromhex("4B4C000000000001")
@@ -453,4 +454,5 @@ def test_the_config_examples_in_the_help_are_valid(
     example = help_text.split("\b\n", 1)[1]
     path = tmp_path / "example.toml"
     path.write_text("\n".join(line.strip() for line in example.splitlines()))
-    getattr(config, loader)(path)
+    setup = getattr(config, loader)(path)
+    assert isinstance(setup.transport_key, KeyComponents)  # the key ceremony's form is shown

@@ -14,7 +14,7 @@ from keyload_host.config import (
     parse_load,
 )
 from keyload_host.protocol import EXPORT_LIMIT_UNLIMITED, Usage
-from keyload_host.secret_sources import SecretSource
+from keyload_host.secret_sources import KeyComponent, KeyComponents, SecretSource
 
 AS_CONFIG = """
 transport_key = { file = "t.key" }
@@ -131,6 +131,117 @@ def test_a_malformed_secret_source(tmp_path: Path) -> None:
     text = AS_CONFIG.replace('{ file = "t.key" }', '{ file = "t.key", env = "X" }')
     (line,) = problems(load_as_setup, tmp_path, text)
     assert "transport_key: must be one of" in line
+
+
+COMPONENTS_CONFIG = """
+serial = "4B4C000000000001"
+
+[transport_key]
+kcv = "cmac-aes:1a2b3c"
+components = [
+  { custodian = "A. Smith", prompt = true, kcv = "cmac-aes:4D5E6F" },
+  { custodian = "B. Jones", file = "t-b.key", kcv = "708192" },
+  { custodian = "C. Brown", env = "KEYLOAD_T_C", kcv = "cmac-aes:A3B4C5" },
+]
+
+[[slots]]
+ref = 0x01
+key_length = 16
+usage = "auth"
+"""
+
+
+def test_a_key_as_components(tmp_path: Path) -> None:
+    """Each component names its custodian, its source and its KCV; the bare hex KCV of older
+    files is cmac-aes; the key's own KCV is required too."""
+    setup = load_ei_setup(write(tmp_path, COMPONENTS_CONFIG))
+    assert setup.transport_key == KeyComponents(
+        (
+            KeyComponent(SecretSource(prompt=True), "A. Smith", bytes.fromhex("4D5E6F")),
+            KeyComponent(SecretSource(file=tmp_path / "t-b.key"), "B. Jones", b"\x70\x81\x92"),
+            KeyComponent(SecretSource(env="KEYLOAD_T_C"), "C. Brown", bytes.fromhex("A3B4C5")),
+        ),
+        bytes.fromhex("1A2B3C"),
+    )
+
+
+def test_application_keys_and_the_as_transport_key_as_components(tmp_path: Path) -> None:
+    components = (
+        '{ components = [ { custodian = "A", prompt = true, kcv = "111111" }, '
+        '{ custodian = "B", prompt = true, kcv = "222222" } ], kcv = "333333" }'
+    )
+    text = AS_CONFIG.replace('{ file = "t.key" }', components).replace(
+        '{ env = "KEYLOAD_K03" }', components
+    )
+    setup = load_as_setup(write(tmp_path, text))
+    assert isinstance(setup.transport_key, KeyComponents)
+    assert setup.keys[0].key == setup.transport_key
+    assert setup.keys[1].key == SecretSource(file=tmp_path / "keys" / "k10.key")
+
+
+def test_a_pin_is_never_components(tmp_path: Path) -> None:
+    text = AS_CONFIG.replace(
+        "pin = { prompt = true }",
+        'pin = { components = [ { custodian = "A", prompt = true, kcv = "111111" }, '
+        '{ custodian = "B", prompt = true, kcv = "222222" } ], kcv = "333333" }',
+    )
+    (line,) = problems(load_as_setup, tmp_path, text)
+    assert "pin: must be one of { file = ... }, { env = ... }, { prompt = true }" in line
+
+
+COMPONENT_ERRORS = [
+    # (id, the line changed, what it becomes, the error line's message)
+    ("one component", '  { custodian = "B. Jones"', '  # { custodian = "B. Jones"', None),
+    ("four components", '  { custodian = "C. Brown"',
+     '  { custodian = "D", prompt = true, kcv = "010203" },\n  { custodian = "C. Brown"',
+     "transport_key.components: a key is entered as 2 or 3 components, found 4"),
+    ("no custodian", 'custodian = "B. Jones", ', "",
+     "transport_key.components[1].custodian: missing"),
+    ("blank custodian", 'custodian = "B. Jones"', 'custodian = "  "',
+     "transport_key.components[1].custodian: must name the custodian"),
+    ("no component kcv", ', kcv = "708192"', "", "transport_key.components[1].kcv: missing"),
+    ("no key kcv", 'kcv = "cmac-aes:1a2b3c"\n', "", "transport_key.kcv: missing"),
+    ("kcv of another method", '"cmac-aes:1a2b3c"', '"aes-ecb:1a2b3c"',
+     'transport_key.kcv: must be a check value such as "cmac-aes:1A2B3C"'),
+    ("short kcv", '"708192"', '"7081"',
+     "transport_key.components[1].kcv: must be a check value"),
+    ("kcv not text", '"708192"', "708192",
+     "transport_key.components[1].kcv: must be a check value"),
+    ("two sources", 'file = "t-b.key"', 'file = "t-b.key", prompt = true',
+     "transport_key.components[1]: must be one of"),
+    ("no source", 'file = "t-b.key", ', "", "transport_key.components[1]: must be one of"),
+    ("a value written in", 'file = "t-b.key"',
+     'file = "t-b.key", value = "404142434445464748494A4B4C4D4E4F"',
+     "transport_key.components[1].value: unknown field"),
+    ("unknown key field", 'kcv = "cmac-aes:1a2b3c"', 'kcv = "cmac-aes:1a2b3c"\nsplit = "xor"',
+     "transport_key.split: unknown field"),
+    ("same custodian", 'custodian = "B. Jones"', 'custodian = "a. smith"',
+     "transport_key.components: each component must have its own custodian"),
+    ("same kcv", '"708192"', '"4D5E6F"',
+     "transport_key.components: two components have the same KCV: they are the same value"),
+    ("the key's kcv", '"708192"', '"1A2B3C"',
+     "transport_key.components: a component has the KCV of the whole key"),
+    ("same variable", 'file = "t-b.key"', 'env = "KEYLOAD_T_C"',
+     "transport_key.components: two components are read from the same file or variable"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [pytest.param(*change, id=name) for name, *change in COMPONENT_ERRORS],
+)
+def test_component_errors(tmp_path: Path, old: str, new: str, message: str | None) -> None:
+    """One line per problem; split knowledge needs two custodians at least, each with their own
+    value (two equal components cancel out; a component with the key's KCV means the others
+    XOR to zero), and a KCV for every component and for the key."""
+    assert old in COMPONENTS_CONFIG
+    text = COMPONENTS_CONFIG.replace(old, new, 1)
+    if message is None:  # one component: drop the third too
+        text = text.replace('  { custodian = "C. Brown"', '  # { custodian = "C. Brown"')
+        message = "transport_key.components: a key is entered as 2 or 3 components, found 1"
+    (line,) = problems(load_ei_setup, tmp_path, text)
+    assert message in line
+    assert "404142434445464748494A4B4C4D4E4F" not in line
 
 
 CONFIGS = {"AS": (load_as_setup, AS_CONFIG), "EI": (load_ei_setup, EI_CONFIG)}

@@ -7,11 +7,16 @@ import pickle
 from pathlib import Path
 
 import pytest
+from keyload_host.crypto import kcv
 from keyload_host.secret_sources import (
+    KeyComponent,
+    KeyComponents,
     Secret,
     SecretKind,
     SecretSource,
     SecretSourceError,
+    check_kcv,
+    combine_components,
     load_secret,
     read_secret_file,
 )
@@ -142,3 +147,92 @@ def test_a_secret_cannot_be_pickled_or_copied() -> None:
         pickle.dumps(secret)
     with pytest.raises(TypeError):
         copy.copy(secret)
+
+
+# ------------------------------------------------------------------------------ components
+
+C1_HEX = "0123456789ABCDEF0123456789ABCDEF"
+C2_HEX = "FEDCBA9876543210FEDCBA9876543210"
+C3_HEX = "00112233445566778899AABBCCDDEEFF"
+
+
+def key(hex_text: str) -> Secret:
+    return Secret(bytes.fromhex(hex_text), SecretKind.KEY)
+
+
+def test_components_combine_by_xor_and_are_wiped() -> None:
+    parts = [key(C1_HEX), key(C2_HEX), key(C3_HEX)]
+    buffers = [part.reveal() for part in parts]
+    combined = combine_components(parts, "transport key")
+    expected = bytes(
+        a ^ b ^ c
+        for a, b, c in zip(*(bytes.fromhex(h) for h in (C1_HEX, C2_HEX, C3_HEX)), strict=True)
+    )
+    assert combined.reveal() == expected
+    assert combined.kind is SecretKind.KEY
+    assert buffers == [bytearray(16)] * 3
+
+
+def test_no_single_component_is_the_key_and_any_key_fits_one_component() -> None:
+    """Split knowledge with XOR: whatever one custodian enters, the other components can make
+    any key of that length, so one custodian's input says nothing of the key."""
+    mine = bytes.fromhex(C1_HEX)
+    for wanted in (bytes(16), bytes.fromhex(C3_HEX), bytes(range(16))):
+        other = bytes(a ^ b for a, b in zip(mine, wanted, strict=True))
+        combined = combine_components([key(mine.hex()), key(other.hex())], "key")
+        assert combined.reveal() == wanted
+
+
+def test_components_of_different_lengths_stop_and_are_wiped() -> None:
+    parts = [key(C1_HEX), key(C2_HEX + "0011223344556677")]
+    buffers = [part.reveal() for part in parts]
+    with pytest.raises(SecretSourceError) as caught:
+        combine_components(parts, "the transport key combined from 2 components")
+    message = str(caught.value)
+    assert "not all of one length (16, 24 bytes)" in message
+    assert C1_HEX not in message.upper() and C2_HEX not in message.upper()
+    assert all(not any(buffer) for buffer in buffers)
+
+
+def test_a_kcv_is_checked_and_a_wrong_one_names_both_kcvs_only() -> None:
+    secret = key(T_HEX)
+    assert check_kcv(secret, bytes.fromhex("6F2F9B"), "transport key") == T_KCV
+    with pytest.raises(SecretSourceError) as caught:
+        check_kcv(secret, bytes.fromhex("6F2F9C"), "Component 1 of 2 of the key, for A. Smith")
+    assert str(caught.value) == (
+        "Component 1 of 2 of the key, for A. Smith: KCV cmac-aes:6F2F9B, expected "
+        "cmac-aes:6F2F9C: not the right value; nothing was written to the card"
+    )
+    assert secret.reveal() == bytes.fromhex(T_HEX)  # the caller wipes it
+
+
+def test_a_kcv_check_compares_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hmac
+
+    from keyload_host import secret_sources
+
+    calls = []
+    real = hmac.compare_digest
+
+    def compare(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(secret_sources.hmac, "compare_digest", compare)
+    check_kcv(key(T_HEX), kcv(bytes.fromhex(T_HEX)), "key")
+    assert calls == [(kcv(bytes.fromhex(T_HEX)), kcv(bytes.fromhex(T_HEX)))]
+
+
+def test_components_are_labelled_with_their_custodian() -> None:
+    components = KeyComponents(
+        (
+            KeyComponent(SecretSource(prompt=True), "A. Smith", bytes(3)),
+            KeyComponent(SecretSource(env="B"), "B. Jones", b"\x01\x02\x03"),
+        ),
+        b"\x04\x05\x06",
+    )
+    assert components.label(1, "transport key") == (
+        "Component 2 of 2 of the transport key, for B. Jones"
+    )
+    with pytest.raises(ValueError):
+        KeyComponents(components.components[:1], b"\x04\x05\x06")

@@ -72,11 +72,19 @@ def setup_as_command(reader: str, config_path: Path, yes: bool) -> None:
     Writes the transport key, the operator PIN and the application keys.
 
     Example config (references in hex; usage auth, mac or enc; key files hold hex and must be
-    chmod 600; a secret may also be { env = "VAR" } or { prompt = true }):
+    chmod 600; a secret may also be { env = "VAR" } or { prompt = true }). Any key may be
+    entered as 2 or 3 components (XOR), each with its custodian and its KCV, and the whole
+    key's KCV: each custodian types their own at a hidden prompt naming them, its KCV is shown
+    once it is entered, and a wrong KCV stops the setup before anything is written:
 
     \b
-        transport_key = { file = "t.key" }
         pin = { prompt = true }
+        [transport_key]
+        kcv = "cmac-aes:1A2B3C"
+        components = [
+          { custodian = "A. Smith", prompt = true, kcv = "cmac-aes:4D5E6F" },
+          { custodian = "B. Jones", prompt = true, kcv = "cmac-aes:708192" },
+        ]
         [[keys]]
         ref = 0x03
         usage = "auth"
@@ -88,7 +96,7 @@ def setup_as_command(reader: str, config_path: Path, yes: bool) -> None:
     config = load_as_setup(config_path)
     with open_reader(reader) as transport:
         card = AsCard(transport)
-        _show_report(setup_as(card, config, _secret_loader))
+        _show_report(setup_as(card, config, _secret_loader, click.echo))
         _lock(card, yes)
 
 
@@ -100,12 +108,20 @@ def setup_ei_command(reader: str, config_path: Path, yes: bool) -> None:
     Writes the transport key, the serial, the retry limit and the slots.
 
     Example config (references in hex; usage auth, mac or enc; the retry limit is 1 to 15,
-    default 10):
+    default 10). The transport key is entered here as two components, as in setup as --help (a
+    component, like any secret, may also come from a chmod 600 file or a variable); it may as
+    well be one secret: transport_key = { file = "t.key" }, { env = "KEYLOAD_T" } or
+    { prompt = true }:
 
     \b
-        transport_key = { env = "KEYLOAD_T" }
         serial = "4B4C000000000001"
         retry_limit = 10
+        [transport_key]
+        kcv = "cmac-aes:1A2B3C"
+        components = [
+          { custodian = "A. Smith", prompt = true, kcv = "cmac-aes:4D5E6F" },
+          { custodian = "B. Jones", env = "KEYLOAD_T_B", kcv = "cmac-aes:708192" },
+        ]
         [[slots]]
         ref = 0x01
         key_length = 16
@@ -115,5 +131,5 @@ def setup_ei_command(reader: str, config_path: Path, yes: bool) -> None:
     config = load_ei_setup(config_path)
     with open_reader(reader) as transport:
         card = EiCard(transport)
-        _show_report(setup_ei(card, config, _secret_loader))
+        _show_report(setup_ei(card, config, _secret_loader, click.echo))
         _lock(card, yes)

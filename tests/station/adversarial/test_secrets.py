@@ -2,7 +2,9 @@
 process with `-v`, against the station. stdout, stderr (with the verbose log and every error
 message) and the audit log are searched for every secret, in hex of either case and in base64:
 T, each application key TA, each per-unit key TA_unit, T1 of each EI, and K_enc and K_mac of
-every export actually made, plus the PIN.
+every export actually made, plus the PIN. T and the key 03 are entered as components (files for
+the AS, variables for the EI cards), as a key ceremony does: every component is searched for too,
+and so is every file the runs wrote.
 
 To know K_enc and K_mac the test must know the challenges: the CLI runs under a spy that records
 every APDU and answer to a side file (the host never logs command data). The same record proves
@@ -11,7 +13,9 @@ that during personalization no key crosses the wire in clear: only VERIFY carrie
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import os
 import secrets
 import subprocess
@@ -23,7 +27,7 @@ from pathlib import Path
 import pytest
 from integration_support import leaked, write_secret_file
 from keyload_host import crypto
-from keyload_host.protocol import CLA_ISO, Ins
+from keyload_host.protocol import CLA_ISO, Ins, kcv_text
 from keyload_station import supervisor as station
 from station_support import StationUp
 
@@ -32,7 +36,11 @@ ROLES = ("AS", "EI", "EI")
 AS_READER, *EI_READERS = (station.reader_name(index) for index in range(len(ROLES)))
 WIRE_LOG_ENV = "KEYLOAD_TEST_WIRE_LOG"
 PIN_ENV = "KEYLOAD_TEST_PIN"
-T_ENV = "KEYLOAD_TEST_T"
+T_ENVS = ("KEYLOAD_TEST_T_A", "KEYLOAD_TEST_T_B")
+"""The EI cards take T as two components from these variables."""
+COMPONENTS_OF = {"T": 2, 0x03: 3}
+"""Keys entered as components, and how many."""
+CUSTODIANS = ("A. Smith", "B. Jones", "C. Brown")
 SERIALS = [bytes.fromhex("4B4C00000000A5A1"), bytes.fromhex("4B4C00000000A5A20000000000000002")]
 KEYS = {  # ref1: (usage, length, diversify, ref2)
     0x03: ("auth", 16, False, 0x01),
@@ -66,9 +74,13 @@ class Session:
     transport_key: bytes = field(repr=False)
     pin: str = field(repr=False)
     app_keys: dict[int, bytes] = field(repr=False)
+    components: dict[object, list[bytes]] = field(repr=False, default_factory=dict)
+    """The components of T and of key 03, whose XOR are ``transport_key`` and ``app_keys[3]``."""
     outputs: list[str] = field(default_factory=list)
     wire_log: Path = Path()
     audit: Path = Path()
+    written: list[Path] = field(default_factory=list)
+    """Every file the runs wrote (audit log, inventory, ...), the spy's wire log apart."""
     setup_exchanges: int = 0
     """How many exchanges of the wire log belong to the setup (which carries T, TA and PIN)."""
 
@@ -94,6 +106,10 @@ class Session:
     def secrets(self) -> dict[str, bytes]:
         """Every secret of the session; K_enc and K_mac from the EXPORT KEY commands sent."""
         found = {"T": self.transport_key, "PIN": self.pin.encode()}
+        for key, parts in self.components.items():
+            name = key if isinstance(key, str) else f"TA {key:02X}"
+            for number, part in enumerate(parts):
+                found[f"{name} component {number + 1}"] = part
         for ref1, key in self.app_keys.items():
             found[f"TA {ref1:02X}"] = key
             for serial in SERIALS:
@@ -111,26 +127,65 @@ class Session:
         return found
 
 
+def _xor(parts: list[bytes]) -> bytes:
+    return bytes(map(lambda *column: functools.reduce(operator.xor, column), *parts))
+
+
+def _draw_components(session: Session) -> None:
+    """T and key 03 as random components; the keys are their XOR."""
+    for key, count in COMPONENTS_OF.items():
+        length = len(session.transport_key) if key == "T" else KEYS[key][1]
+        session.components[key] = [secrets.token_bytes(length) for _ in range(count)]
+    session.transport_key = _xor(session.components["T"])
+    session.app_keys[0x03] = _xor(session.components[0x03])
+
+
+def _components(parts: list[bytes], sources: list[str]) -> str:
+    """A key as components in TOML, each from ``source`` (e.g. ``file = "x"``)."""
+    entries = ", ".join(
+        f'{{ custodian = "{who}", {source}, kcv = "{kcv_text(crypto.kcv(part))}" }}'
+        for who, source, part in zip(CUSTODIANS, sources, parts, strict=False)
+    )
+    return f'{{ components = [ {entries} ], kcv = "{kcv_text(crypto.kcv(_xor(parts)))}" }}'
+
+
 def _write_configs(session: Session) -> tuple[Path, list[Path]]:
     directory = session.directory
-    t_file = write_secret_file(directory / "t.key", session.transport_key.hex())
+    t_files = [
+        write_secret_file(directory / f"t-{number}.key", part.hex())
+        for number, part in enumerate(session.components["T"])
+    ]
     pin_file = write_secret_file(directory / "pin", session.pin)
+    t_sources = [f'file = "{path.name}"' for path in t_files]
     lines = [
-        f'transport_key = {{ file = "{t_file.name}" }}',
+        f"transport_key = {_components(session.components['T'], t_sources)}",
         f'pin = {{ file = "{pin_file.name}" }}',
     ]
     for ref1, (usage, _length, diversify, _ref2) in KEYS.items():
-        key_file = write_secret_file(
-            directory / f"k{ref1:02X}", session.app_keys[ref1].hex().upper()
-        )
+        if ref1 in session.components:
+            part_files = [
+                write_secret_file(directory / f"k{ref1:02X}-{number}", part.hex().upper())
+                for number, part in enumerate(session.components[ref1])
+            ]
+            sources = [f'file = "{path.name}"' for path in part_files]
+            key_source = _components(session.components[ref1], sources)
+        else:
+            key_file = write_secret_file(
+                directory / f"k{ref1:02X}", session.app_keys[ref1].hex().upper()
+            )
+            key_source = f'{{ file = "{key_file.name}" }}'
         lines += ["[[keys]]", f"ref = 0x{ref1:02X}", f'usage = "{usage}"', "version = 7"]
         lines += [f"diversify = {str(diversify).lower()}", 'export_limit = "unlimited"']
-        lines += [f'key = {{ file = "{key_file.name}" }}']
+        lines += [f"key = {key_source}"]
     as_config = directory / "as.toml"
     as_config.write_text("\n".join(lines) + "\n")
     ei_configs = []
+    t_env = [f'env = "{name}"' for name in T_ENVS]
     for index, serial in enumerate(SERIALS):
-        lines = [f'transport_key = {{ env = "{T_ENV}" }}', f'serial = "{serial.hex()}"']
+        lines = [
+            f"transport_key = {_components(session.components['T'], t_env)}",
+            f'serial = "{serial.hex()}"',
+        ]
         for usage, length, _diversify, ref2 in KEYS.values():
             lines += ["[[slots]]", f"ref = 0x{ref2:02X}", f"key_length = {length}"]
             lines += [f'usage = "{usage}"']
@@ -140,9 +195,7 @@ def _write_configs(session: Session) -> tuple[Path, list[Path]]:
 
 
 @pytest.fixture(scope="module")
-def session(
-    station_up: StationUp, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Session]:
+def session(station_up: StationUp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     """Setup of an AS and two EI, two personalizations (the second has nothing left to do), an
     `info` of each card, and a personalization with a wrong PIN."""
     directory = tmp_path_factory.mktemp("secrets")
@@ -154,11 +207,13 @@ def session(
         wire_log=directory / "wire.log",
         audit=directory / "audit.jsonl",
     )
+    _draw_components(session)
     as_config, ei_configs = _write_configs(session)
-    runs = [
-        session.cli("setup", "as", "--reader", AS_READER, "--config", str(as_config), "--yes")
-    ]
-    setup_env = {T_ENV: session.transport_key.hex()}
+    operator_files = set(directory.iterdir())
+    runs = [session.cli("setup", "as", "--reader", AS_READER, "--config", str(as_config), "--yes")]
+    setup_env = {
+        name: part.hex() for name, part in zip(T_ENVS, session.components["T"], strict=True)
+    }
     for reader, config in zip(EI_READERS, ei_configs, strict=True):
         runs.append(
             session.cli(
@@ -185,6 +240,7 @@ def session(
     for reader in (AS_READER, *EI_READERS):
         runs.append(session.cli("info", "--reader", reader, "--json"))
     assert [run.returncode for run in runs] == [0] * len(runs), [run.stderr for run in runs]
+    session.written = sorted(set(directory.iterdir()) - operator_files - {session.wire_log})
     yield session
 
 
@@ -206,6 +262,18 @@ def test_no_secret_in_the_audit_log(session: Session) -> None:
     records = [json.loads(line) for line in text.splitlines()]
     assert sum(record["event"] == "key" for record in records) == 2 * len(KEYS) * len(EI_READERS)
     assert leaked(text, session.secrets()) == []
+
+
+def test_no_component_or_key_in_any_file_the_runs_wrote(session: Session) -> None:
+    """A component (or any secret) never reaches the disk through keyload: every file the setup
+    and personalization runs wrote, searched as text and as raw bytes."""
+    assert session.audit in session.written and len(session.written) >= 2  # and the inventory
+    found = session.secrets()
+    assert sum("component" in name for name in found) == sum(COMPONENTS_OF.values())
+    for path in session.written:
+        data = path.read_bytes()
+        assert leaked(data.decode("latin-1"), found) == [], path.name
+        assert [name for name, value in found.items() if value in data] == [], path.name
 
 
 def test_personalization_sends_no_key_in_clear(session: Session) -> None:
