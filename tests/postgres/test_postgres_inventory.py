@@ -9,30 +9,15 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner
 from keyload_host.audit import AuditLog
 from keyload_host.audit_chain import verify_chain
 from keyload_host.cli import main
-from keyload_host.inventory import InventoryFeed, events, open_store
-from postgres_support import Postgres
+from keyload_host.inventory import InventoryFeed, open_store
+from postgres_support import Postgres, lines_in, rows_in
 from units import as_pool, personalize, serial
 
 UNITS_PER_STATION = 150
-
-
-def rows_in(url: str) -> tuple[int, int]:
-    """(rows, distinct chain hashes) in the inventory."""
-    with open_store(url) as store, store.engine.connect() as connection:
-        total = connection.execute(sa.select(sa.func.count()).select_from(events)).scalar_one()
-        distinct = connection.execute(
-            sa.select(sa.func.count(sa.distinct(events.c.hash)))
-        ).scalar_one()
-    return total, distinct
-
-
-def lines_in(*paths: Path) -> int:
-    return sum(len(path.read_bytes().splitlines()) for path in paths)
 
 
 def _station(url: str, path: str, name: str, first: int) -> None:

@@ -1,4 +1,5 @@
-"""The private PostgreSQL server of the inventory's tests (see conftest.py)."""
+"""The private PostgreSQL server of the inventory's tests (the fixtures: tests/conftest.py), and
+what they count in it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+import sqlalchemy as sa
+from keyload_host.inventory import events, open_store
 
 
 def binaries() -> Path | None:
@@ -46,3 +50,17 @@ class Postgres:
 
     def stop(self) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data / "db"), "-m", "fast", "-w", "stop")
+
+
+def rows_in(url: str) -> tuple[int, int]:
+    """(rows, distinct chain hashes) in the inventory."""
+    with open_store(url) as store, store.engine.connect() as connection:
+        total = connection.execute(sa.select(sa.func.count()).select_from(events)).scalar_one()
+        distinct = connection.execute(
+            sa.select(sa.func.count(sa.distinct(events.c.hash)))
+        ).scalar_one()
+    return total, distinct
+
+
+def lines_in(*paths: Path) -> int:
+    return sum(len(path.read_bytes().splitlines()) for path in paths)
