@@ -132,6 +132,8 @@ PIN_TRY_LIMIT = 3
 RETRY_LIMIT_MIN, RETRY_LIMIT_MAX, RETRY_LIMIT_DEFAULT = 1, 15, 10
 REF_MIN, REF_MAX = 0x01, 0x7F
 """REF 0x00 is reserved for a later transport-key rollover."""
+REF_NONE = 0x00
+"""§9: REF2 of a transport key block and of its K_enc/K_mac context (the reserved REF)."""
 MAX_KEYS = 16
 """At most 16 keys in an AS and 16 slots in an EI."""
 VERSION_MIN, VERSION_MAX = 0x0001, 0xFFFF
