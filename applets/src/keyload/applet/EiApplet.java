@@ -480,7 +480,8 @@ public final class EiApplet extends Applet {
             ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
         }
         if ((short) (version ^ (short) 0x8000) <= (short) (current ^ (short) 0x8000)
-                || (byte) (buffer[(short) (block + HDR_FORMAT)] ^ TRANSPORT_BLOCK_FORMAT) != 0) {
+                || (byte) (buffer[(short) (block + HDR_FORMAT)] ^ TRANSPORT_BLOCK_FORMAT) != 0
+                || (short) (persistent.transportKeyLength() - keyLength) > 0) {
             ISOException.throwIt(SW_INCORRECT_DATA);
         }
         byte handle = persistent.storeKey(secrets, SECRET_KEY, keyLength);
