@@ -842,6 +842,11 @@ class _Service:
             return [r for report in self._reports if report for r in report.results]
 
 
+Service = _Service
+"""The EI cards being served, one thread each (``_Service``): public for the other card jobs
+built on this workflow's pool and watchdog (``rotation``)."""
+
+
 def watch(
     pool: AsPool,
     loads: Sequence[Load],
