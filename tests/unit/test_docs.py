@@ -25,6 +25,7 @@ GLUE = {
     "secret_sources",
     "provisioning",
     "workflow",
+    "rotation",
     "audit",
     "audit_chain",
     "inventory",
