@@ -140,9 +140,7 @@ def _write_configs(session: Session) -> tuple[Path, list[Path]]:
 
 
 @pytest.fixture(scope="module")
-def session(
-    station_up: StationUp, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Session]:
+def session(station_up: StationUp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     """Setup of an AS and two EI, two personalizations (the second has nothing left to do), an
     `info` of each card, and a personalization with a wrong PIN."""
     directory = tmp_path_factory.mktemp("secrets")
@@ -155,9 +153,7 @@ def session(
         audit=directory / "audit.jsonl",
     )
     as_config, ei_configs = _write_configs(session)
-    runs = [
-        session.cli("setup", "as", "--reader", AS_READER, "--config", str(as_config), "--yes")
-    ]
+    runs = [session.cli("setup", "as", "--reader", AS_READER, "--config", str(as_config), "--yes")]
     setup_env = {T_ENV: session.transport_key.hex()}
     for reader, config in zip(EI_READERS, ei_configs, strict=True):
         runs.append(
