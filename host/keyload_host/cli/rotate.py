@@ -122,13 +122,13 @@ def rotate_transport(
 ) -> None:
     """Give the AS's next transport key to the EI cards of its set.
 
-    PROTOCOL.md §9. First every card is read and checked: the AS holds a next transport key; each EI is
-    OPERATIONAL and holds the AS's transport key (same KCV and version). An EI that holds the
-    next key already is skipped; one of another set, BLOCKED or in SETUP refuses the batch, and
-    nothing is written. Then the PIN is asked once and each EI gets GET CHALLENGE, EXPORT
-    TRANSPORT KEY (AS), IMPORT TRANSPORT KEY (EI): no key crosses in clear. The EI keeps its
-    application keys. Each card is reported with the KCV and version of its new transport key;
-    exits non-zero if any card failed. When every EI is done: retire-transport.
+    PROTOCOL.md §9. First every card is read and checked: the AS holds a next transport key;
+    each EI is OPERATIONAL and holds the AS's transport key (same KCV and version). An EI that
+    holds the next key already is skipped; one of another set, BLOCKED or in SETUP refuses the
+    batch, and nothing is written. Then the PIN is asked once and each EI gets GET CHALLENGE,
+    EXPORT TRANSPORT KEY (AS), IMPORT TRANSPORT KEY (EI): no key crosses in clear. The EI keeps
+    its application keys. Each card is reported with the KCV and version of its new transport
+    key; exits non-zero if any card failed. When every EI is done: retire-transport.
     """
     results: list[rotation.RotationResult] = []
     with ExitStack() as stack:
@@ -202,9 +202,10 @@ def next_transport_key(
 ) -> None:
     """Put the next transport key into an AS still in SETUP.
 
-    For a rotation campaign (PROTOCOL.md §9).     Only in SETUP (the secure room where T is): an AS in the field never takes a transport key
-    from whoever holds its PIN. Set the AS up with `setup as` (answer no to LOCK), then run
-    this; the AS is then locked (asked unless --yes). Shows only check values.
+    For a rotation campaign (PROTOCOL.md §9). Only in SETUP (the secure room where T is): an
+    AS in the field never takes a transport key from whoever holds its PIN. Set the AS up with
+    `setup as` (answer no to LOCK), then run this; the AS is then locked (asked unless --yes).
+    Shows only check values.
     """
     if bool(key_file) == bool(key_env):
         raise click.UsageError("give --key-file or --key-env")
