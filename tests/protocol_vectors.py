@@ -126,3 +126,65 @@ def protocol_vectors(path: Path = PROTOCOL_DOC) -> list[ProtocolVector]:
             )
         )
     return vectors
+
+
+@dataclass(frozen=True)
+class RotationVector:
+    """One §9.8 vector: a transport key rotation of one EI."""
+
+    name: str
+    transport_key: bytes
+    transport_kcv: bytes
+    new_transport_key: bytes
+    new_transport_kcv: bytes
+    serial: bytes
+    challenge: bytes
+    version: int
+    t1: bytes
+    k_enc: bytes
+    k_mac: bytes
+    header: bytes
+    enc_key: bytes
+    sas: bytes
+    cas: bytes
+    export_apdu: bytes
+    export_response: bytes
+    import_apdu: bytes
+
+
+_ROTATION_SECTION = re.compile(r"^### 9\.8 .*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+_ROTATION_HEADING = re.compile(r"^### (R\d+):.*$", re.MULTILINE)
+
+
+def rotation_vectors(path: Path = PROTOCOL_DOC) -> list[RotationVector]:
+    """Every vector of §9.8 of the project's PROTOCOL.md."""
+    section = _ROTATION_SECTION.search(path.read_text())
+    if section is None:
+        raise ValueError(f"{path} has no section 9.8")
+    parts = _ROTATION_HEADING.split(section.group())
+    vectors = []
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        old, new = _value(body, name, "T"), _value(body, name, "T_new")
+        vectors.append(
+            RotationVector(
+                name=name,
+                transport_key=_hex(old),
+                transport_kcv=_hex(old, "kcv"),
+                new_transport_key=_hex(new),
+                new_transport_kcv=_hex(new, "kcv"),
+                serial=_hex(_value(body, name, "SN")),
+                challenge=_hex(_value(body, name, "R")),
+                version=int(_value(body, name, "version")["hex"], 16),
+                t1=_hex(_value(body, name, "T1")),
+                k_enc=_hex(_value(body, name, "K_enc")),
+                k_mac=_hex(_value(body, name, "K_mac")),
+                header=_hex(_value(body, name, "header")),
+                enc_key=_hex(_value(body, name, "encT")),
+                sas=_hex(_value(body, name, "SAS")),
+                cas=_hex(_value(body, name, "CAS")),
+                export_apdu=_apdu(body, name, "EXPORT TRANSPORT KEY"),
+                export_response=_apdu(body, name, "AS response"),
+                import_apdu=_apdu(body, name, "IMPORT TRANSPORT KEY"),
+            )
+        )
+    return vectors

@@ -130,10 +130,29 @@ class AsCard(Card):
         with _secret_buffer(pin) as data:
             self.send(Command(CLA_ISO, Ins.VERIFY, 0, P2_VERIFY_OPERATOR_PIN, data))
 
-    def export_key(self, ref1: int, ref2: int, challenge: bytes, serial: bytes) -> bytes:
-        """EXPORT KEY: the key block for the EI with ``serial`` that issued ``challenge``."""
+    def export_key(
+        self, ref1: int, ref2: int, challenge: bytes, serial: bytes, transport_version: int = 0
+    ) -> bytes:
+        """EXPORT KEY: the key block for the EI with ``serial`` that issued ``challenge``, under
+        the AS's transport key, or (§9) under the one of ``transport_version`` (P1P2; 0: T)."""
         data = bytes([ref1, ref2]) + challenge + bytes([len(serial)]) + serial
-        return self._proprietary(Ins.EXPORT_KEY, data, le=LE_ANY)
+        p1, p2 = transport_version.to_bytes(2)
+        return self.send(Command(CLA_PROPRIETARY, Ins.EXPORT_KEY, p1, p2, data, LE_ANY))
+
+    def put_next_transport_key(self, version: int, key: bytes | bytearray) -> None:
+        """PUT NEXT TRANSPORT KEY (§9, SETUP): the next T of a rotation campaign."""
+        with _secret_buffer(version.to_bytes(2), key) as data:
+            self._proprietary(Ins.PUT_NEXT_TRANSPORT_KEY, data)
+
+    def export_transport_key(self, challenge: bytes, serial: bytes) -> bytes:
+        """EXPORT TRANSPORT KEY (§9): the next T as a block for the EI ``serial`` and its
+        ``challenge``, sealed under the current T."""
+        data = challenge + bytes([len(serial)]) + serial
+        return self._proprietary(Ins.EXPORT_TRANSPORT_KEY, data, le=LE_ANY)
+
+    def retire_transport_key(self, version: int) -> None:
+        """RETIRE TRANSPORT KEY (§9): the next T, of ``version``, becomes T; the old one is gone."""
+        self._proprietary(Ins.RETIRE_TRANSPORT_KEY, version.to_bytes(2))
 
 
 class EiCard(Card):
@@ -162,6 +181,10 @@ class EiCard(Card):
     def import_key(self, block: bytes) -> None:
         """IMPORT KEY: hand over a key block made by the AS for the last challenge."""
         self._proprietary(Ins.IMPORT_KEY, block)
+
+    def import_transport_key(self, block: bytes) -> None:
+        """IMPORT TRANSPORT KEY (§9): a transport key block replaces T (slots are kept)."""
+        self._proprietary(Ins.IMPORT_TRANSPORT_KEY, block)
 
     def internal_authenticate(self, ref2: int, data: bytes) -> bytes:
         """INTERNAL AUTHENTICATE: AES-CMAC of ``data`` under the key in slot ``ref2``."""

@@ -18,9 +18,11 @@ from .protocol import (
     KCV_LENGTH,
     KEY_BLOCK_FORMAT,
     KEY_LENGTHS,
+    REF_NONE,
     SAS_LENGTH,
     SW,
     SW_VERIFY_FAILED_BASE,
+    TRANSPORT_BLOCK_FORMAT,
     KeyBlockHeader,
     key_block_length,
     padded_length,
@@ -196,4 +198,75 @@ def open_key_block(
         raise KeyBlockError(SW.INCORRECT_DATA, "the key padding is not zero")
     if not hmac.compare_digest(kcv8(key), sas):
         raise KeyBlockError(SW.SECURITY_STATUS_NOT_SATISFIED, "the key check value (SAS) differs")
+    return OpenedKey(header=header, key=key)
+
+
+# ------------------------------------------------------------------ transport key rotation (§9)
+
+
+def transport_block_header(new_transport_key_length: int, version: int) -> KeyBlockHeader:
+    """The header of a transport key block: format 02, the new T's length and version, REF2,
+    usage, flags and REF1 all 00."""
+    return KeyBlockHeader(
+        ref2=REF_NONE,
+        key_length=new_transport_key_length,
+        usage=0,
+        version=version,
+        flags=0,
+        ref1=REF_NONE,
+        format=TRANSPORT_BLOCK_FORMAT,
+    )
+
+
+def build_transport_key_block(
+    transport_key: bytes, new_transport_key: bytes, version: int, serial: bytes, challenge: bytes
+) -> bytes:
+    """What the AS does for EXPORT TRANSPORT KEY (§9): the new T sealed as an application key is
+    (§3), under K_enc and K_mac derived from the current T, SN and R || 00."""
+    if len(new_transport_key) not in KEY_LENGTHS or len(transport_key) not in KEY_LENGTHS:
+        raise ValueError("keys must be 16, 24 or 32 bytes")
+    if len(new_transport_key) < len(transport_key):
+        raise ValueError("a new transport key is at least as long as the one it replaces")
+    header = transport_block_header(len(new_transport_key), version).encode()
+    keys = derive_session_keys(derive_t1(transport_key, serial), challenge, REF_NONE)
+    padding = bytes(padded_length(len(new_transport_key)) - len(new_transport_key))
+    enc_t = _aes_cbc(keys.k_enc, bytes(new_transport_key) + padding, encrypt=True)
+    sas = kcv8(new_transport_key)
+    cas = aes_cmac(keys.k_mac, header + enc_t + sas)
+    return header + enc_t + sas + cas
+
+
+def open_transport_key_block(
+    transport_key: bytes, serial: bytes, challenge: bytes, block: bytes, current_version: int
+) -> OpenedKey:
+    """What the EI does for IMPORT TRANSPORT KEY (§9), without the retry counter: shape, CAS in
+    constant time before any decryption, length, padding, SAS, then the version (only forward)."""
+    block = bytes(block)
+    if len(block) < HEADER_LENGTH:
+        raise KeyBlockError(SW.WRONG_LENGTH, "the block is shorter than its header")
+    header = KeyBlockHeader.parse(block)
+    fields = (header.ref2, header.usage, header.flags, header.ref1)
+    if (
+        header.format != TRANSPORT_BLOCK_FORMAT
+        or any(fields)
+        or header.key_length not in KEY_LENGTHS
+    ):
+        raise KeyBlockError(SW.INCORRECT_DATA, "not a transport key block")
+    if len(block) != key_block_length(header.key_length):
+        raise KeyBlockError(SW.WRONG_LENGTH, "the block length does not match its key length")
+    enc_end = HEADER_LENGTH + padded_length(header.key_length)
+    keys = derive_session_keys(derive_t1(transport_key, serial), challenge, REF_NONE)
+    expected_cas = aes_cmac(keys.k_mac, block[: enc_end + SAS_LENGTH])
+    if not hmac.compare_digest(expected_cas, block[enc_end + SAS_LENGTH :]):
+        raise KeyBlockError(SW_VERIFY_FAILED_BASE, "the certificate (CAS) does not verify")
+    if header.key_length < len(transport_key):
+        raise KeyBlockError(SW.INCORRECT_DATA, "the new transport key is shorter than the current")
+    padded_key = _aes_cbc(keys.k_enc, block[HEADER_LENGTH:enc_end], encrypt=False)
+    key, padding = padded_key[: header.key_length], padded_key[header.key_length :]
+    if any(padding):
+        raise KeyBlockError(SW.INCORRECT_DATA, "the key padding is not zero")
+    if not hmac.compare_digest(kcv8(key), block[enc_end : enc_end + SAS_LENGTH]):
+        raise KeyBlockError(SW.SECURITY_STATUS_NOT_SATISFIED, "the key check value (SAS) differs")
+    if header.version <= current_version:
+        raise KeyBlockError(SW.INCORRECT_DATA, "the version does not move forward")
     return OpenedKey(header=header, key=key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .errors import KeyloadError
 
@@ -44,6 +44,14 @@ class Ins(IntEnum):
     EXPORT_KEY = 0x4A
     IMPORT_KEY = 0x4C
     INTERNAL_AUTHENTICATE = 0x88
+    PUT_NEXT_TRANSPORT_KEY = 0x60
+    """§9 (transport key rotation, a keyload extension): AS, SETUP."""
+    EXPORT_TRANSPORT_KEY = 0x62
+    """§9: AS, OPERATIONAL, PIN verified: the next T for one EI and challenge."""
+    RETIRE_TRANSPORT_KEY = 0x64
+    """§9: AS, OPERATIONAL, PIN verified: the next T becomes T."""
+    IMPORT_TRANSPORT_KEY = 0x66
+    """§9: EI, OPERATIONAL: a transport key block replaces T."""
     GET_RESPONSE = 0xC0
     """ISO 7816-4 GET RESPONSE, sent by the host only to T=0 cards that answer 61xx."""
 
@@ -124,6 +132,8 @@ PIN_TRY_LIMIT = 3
 RETRY_LIMIT_MIN, RETRY_LIMIT_MAX, RETRY_LIMIT_DEFAULT = 1, 15, 10
 REF_MIN, REF_MAX = 0x01, 0x7F
 """REF 0x00 is reserved for a later transport-key rollover."""
+REF_NONE = 0x00
+"""§9: REF2 of a transport key block and of its K_enc/K_mac context (the reserved REF)."""
 MAX_KEYS = 16
 """At most 16 keys in an AS and 16 slots in an EI."""
 VERSION_MIN, VERSION_MAX = 0x0001, 0xFFFF
@@ -139,6 +149,10 @@ FLAG_ACCEPTS_IMPORT = 0x01
 """EI slot flag (DEFINE SLOT, LIST KEYS): the slot accepts IMPORT KEY."""
 
 KEY_BLOCK_FORMAT = 0x01
+TRANSPORT_BLOCK_FORMAT = 0x02
+"""§9: the block that carries a new transport key (REF2, usage, flags and REF1 are 00)."""
+TRANSPORT_VERSION_INITIAL = 0x0001
+"""§9: the version of a transport key set by SET TRANSPORT KEY; a rotation only moves it up."""
 HEADER_LENGTH = 8
 SAS_LENGTH = 8
 CAS_LENGTH = 16
@@ -168,6 +182,9 @@ def parse_kcv_text(text: str) -> tuple[str, str]:
 
 INFO_FIXED_LENGTH = 11
 """INFO bytes 0..10; the serial follows."""
+INFO_EXTENSION_LENGTH = 8
+"""§9: after the serial, T's version (2), the next T's length (1), KCV (3) and version (2); a card
+without the rotation extension sends none of it."""
 KEY_ENTRY_LENGTH = 14
 
 
@@ -208,6 +225,12 @@ class Info:
     try_limit: int
     key_count: int
     serial: bytes
+    transport_version: int | None = None
+    """§9: T's version (0 when T is not set); None from a card without the rotation extension."""
+    next_transport_length: int = 0
+    """§9, AS: the length of the next T held for a rotation campaign (0: none)."""
+    next_transport_kcv: bytes = bytes(KCV_LENGTH)
+    next_transport_version: int = 0
 
     @classmethod
     def parse(cls, data: bytes) -> Info:
@@ -219,10 +242,20 @@ class Info:
                 f"this host 0x{PROTOCOL_VERSION:02X}"
             )
         serial_length = data[10]
-        if len(data) != INFO_FIXED_LENGTH + serial_length:
+        end = INFO_FIXED_LENGTH + serial_length
+        if len(data) not in (end, end + INFO_EXTENSION_LENGTH):
             raise ProtocolError(
                 f"INFO is {len(data)} bytes but announces a {serial_length}-byte serial"
             )
+        extension = data[end:]
+        rotation: dict[str, Any] = {}
+        if extension:
+            rotation = {
+                "transport_version": int.from_bytes(extension[0:2]),
+                "next_transport_length": extension[2],
+                "next_transport_kcv": bytes(extension[3:6]),
+                "next_transport_version": int.from_bytes(extension[6:8]),
+            }
         return cls(
             protocol_version=data[0],
             role=_enum_value(Role, data[1], "role"),
@@ -232,12 +265,18 @@ class Info:
             tries_remaining=data[7],
             try_limit=data[8],
             key_count=data[9],
-            serial=bytes(data[INFO_FIXED_LENGTH:]),
+            serial=bytes(data[INFO_FIXED_LENGTH:end]),
+            **rotation,
         )
 
     @property
     def transport_key_set(self) -> bool:
         return self.transport_key_length != 0
+
+    @property
+    def holds_next_transport_key(self) -> bool:
+        """§9, AS: a next T is held for a rotation campaign."""
+        return self.next_transport_length != 0
 
 
 @dataclass(frozen=True)

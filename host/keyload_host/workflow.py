@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import NoReturn, Protocol
+from typing import NoReturn, Protocol, TypeVar
 
 from .apdu import CardError
 from .audit import (
@@ -54,6 +54,8 @@ APDU_TIMEOUT = 30.0
 second; a reader that hangs does not answer at all."""
 
 STOPPED_BY_OPERATOR = "stopped by the operator"
+
+_R = TypeVar("_R")
 
 
 class Outcome(StrEnum):
@@ -168,14 +170,29 @@ class AsPool:
     def readers(self) -> list[str]:
         return [session.card.reader for session in self.sessions]
 
-    def export(self, ref1: int, ref2: int, challenge: bytes, serial: bytes) -> bytes:
-        """EXPORT KEY on an idle AS that may still export ``ref1``; an AS that fails on the way
-        (gone, PIN no longer verified) leaves the pool and the next one is asked with the same
-        challenge, which the EI has not spent yet. CardError: the AS refused this key."""
+    def export(
+        self, ref1: int, ref2: int, challenge: bytes, serial: bytes, transport_version: int = 0
+    ) -> bytes:
+        """EXPORT KEY on an idle AS that may still export ``ref1`` (under the transport key of
+        ``transport_version``, PROTOCOL.md §9; 0: the AS's T), with the failover of ``run``.
+        CardError: the AS refused this key."""
+
+        def export_on(session: AsSession) -> bytes:
+            block = session.card.export_key(ref1, ref2, challenge, serial, transport_version)
+            session.count_export(ref1)
+            return block
+
+        return self.run(export_on, ref1)
+
+    def run(self, action: Callable[[AsSession], _R], ref1: int | None = None) -> _R:
+        """``action`` on an idle AS (one that may still export ``ref1``, when given); an AS that
+        fails on the way (gone, PIN no longer verified) leaves the pool and the next one is asked
+        the same, with the same challenge, which the EI has not spent yet. CardError: the AS
+        refused."""
         while True:
             session = self._take(ref1)
             try:
-                block = session.card.export_key(ref1, ref2, challenge, serial)
+                result = action(session)
             except CardError as error:
                 if error.sw != SW.SECURITY_STATUS_NOT_SATISFIED:
                     self._give_back(session)
@@ -185,9 +202,8 @@ class AsPool:
             except (ProtocolError, TransportError) as error:
                 self.lose(session, str(error))
                 continue
-            session.count_export(ref1)
             self._give_back(session)
-            return block
+            return result
 
     def lose(self, session: AsSession, message: str) -> None:
         """Take an AS out of the pool for good (recorded in the audit log)."""
@@ -203,14 +219,14 @@ class AsPool:
     def _alive(self) -> list[AsSession]:
         return [s for s in self.sessions if s.card.reader not in self._lost]
 
-    def _take(self, ref1: int) -> AsSession:
+    def _take(self, ref1: int | None) -> AsSession:
         with self._changed:
             while True:
                 alive = self._alive()
                 if not alive:
                     raise AsUnavailableError("; ".join(self._lost.values()))
                 # An AS that may still export the key; when none may, any AS answers the refusal.
-                able = [s for s in alive if s.exports_left(ref1) != 0] or alive
+                able = [s for s in alive if ref1 is None or s.exports_left(ref1) != 0] or alive
                 for session in self._idle:
                     if session in able:
                         self._idle.remove(session)
@@ -321,10 +337,7 @@ def check_ei(
             "set it up and lock it first (keyload-host setup ei)"
         ]
     problems = []
-    if (ei.info.transport_kcv, ei.info.transport_key_length) != (
-        as_info.transport_kcv,
-        as_info.transport_key_length,
-    ):
+    if transport_version_for(as_info, ei.info) is None:
         problems.append(
             f"{ei.name} belongs to another set: its transport key KCV is "
             f"{_kcv(ei.info.transport_kcv)}, the AS has {_kcv(as_info.transport_kcv)}"
@@ -335,6 +348,28 @@ def check_ei(
         if problem:
             problems.append(problem)
     return problems
+
+
+def transport_version_for(as_info: Info, ei_info: Info) -> int | None:
+    """EXPORT KEY's P1P2 for this EI (PROTOCOL.md §9): 0 when it holds the AS's T, the next T's
+    version when it holds the AS's next T (rotated during a campaign), None when neither (another
+    set)."""
+    if (ei_info.transport_kcv, ei_info.transport_key_length) == (
+        as_info.transport_kcv,
+        as_info.transport_key_length,
+    ):
+        return 0
+    if as_info.holds_next_transport_key and (
+        ei_info.transport_kcv,
+        ei_info.transport_key_length,
+        ei_info.transport_version,
+    ) == (
+        as_info.next_transport_kcv,
+        as_info.next_transport_length,
+        as_info.next_transport_version,
+    ):
+        return as_info.next_transport_version
+    return None
 
 
 def split_loads(as_keys: Mapping[int, KeyEntry], ei: EiState, loads: Sequence[Load]) -> CardPlan:
@@ -558,6 +593,8 @@ class _CardRun:
         # AS cards of a pool hold the same set, so they share one identity
         self.as_id = as_identity(pool.first.info, pool.first.keys.values())
         self.exported: set[Load] = set()
+        # the EI's transport key: the AS's T, or its next T for an EI rotated during a campaign
+        self.transport_version = transport_version_for(pool.first.info, self.ei.info) or 0
 
     def report(self, result: LoadResult) -> None:
         self.results.append(result)
@@ -618,7 +655,9 @@ class _CardRun:
             self.ei_failed(load, error)
             return
         try:
-            block = self.pool.export(load.ref1, load.ref2, challenge, self.ei.info.serial)
+            block = self.pool.export(
+                load.ref1, load.ref2, challenge, self.ei.info.serial, self.transport_version
+            )
         except CardError as error:  # this key refused (e.g. its export limit): only this key
             self.fail(load, str(error), error.sw)
             return
@@ -855,6 +894,11 @@ class _Service:
         """Every key result, card after card in the order the cards were started."""
         with self._done:
             return [r for report in self._reports if report for r in report.results]
+
+
+Service = _Service
+"""The EI cards being served, one thread each (``_Service``): public for the other card jobs
+built on this workflow's pool and watchdog (``rotation``)."""
 
 
 def watch(

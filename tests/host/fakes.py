@@ -77,7 +77,13 @@ class FakeApplet:
     """When set, IMPORT KEY answers this status word instead of loading (e.g. 6982, SAS wrong)."""
     selected: bool = False
     pin_verified: bool = False
+    p1p2: int = 0
+    """P1P2 of the command being handled."""
     challenge: bytes | None = None
+    transport_version: int = 1
+    """§9: T's version; the AS's next T (None: none held) and its version."""
+    next_transport_key: bytes | None = None
+    next_transport_version: int = 0
 
     @property
     def aid(self) -> bytes:
@@ -94,6 +100,10 @@ class FakeApplet:
             + kcv
             + bytes([self.tries, self.try_limit, count, len(self.serial)])
             + self.serial
+            + (self.transport_version if self.transport_key else 0).to_bytes(2)
+            + bytes([len(self.next_transport_key or b"")])
+            + (crypto.kcv(self.next_transport_key) if self.next_transport_key else bytes(3))
+            + self.next_transport_version.to_bytes(2)
         )
 
     def list_keys(self) -> bytes:
@@ -188,7 +198,15 @@ class FakeApplet:
             raise Answer(SW_VERIFY_FAILED_BASE | self.tries)
         self.tries, self.pin_verified = self.try_limit, True
 
+    def _transport_key_for(self, p1p2: int) -> bytes:
+        if p1p2 in (0, self.transport_version):
+            return self.transport_key
+        if self.next_transport_key and p1p2 == self.next_transport_version:
+            return self.next_transport_key
+        raise Answer(SW.INCORRECT_P1P2)
+
     def do_export_key(self, _p2: int, data: bytes) -> bytes:
+        transport_key = self._transport_key_for(self.p1p2)
         self.require(LifeCycle.OPERATIONAL)
         if not self.pin_verified:
             raise Answer(SW.SECURITY_STATUS_NOT_SATISFIED)
@@ -202,7 +220,7 @@ class FakeApplet:
             raise Answer(SW.BLOCKED)
         key.count += 1
         return crypto.build_key_block(
-            self.transport_key,
+            transport_key,
             key.key,
             serial,
             challenge,
@@ -245,6 +263,50 @@ class FakeApplet:
             raise Answer(SW.INCORRECT_DATA)
         slot.key, slot.version = opened.key, opened.header.version
 
+    def do_export_transport_key(self, _p2: int, data: bytes) -> bytes:
+        self.require(LifeCycle.OPERATIONAL)
+        if not self.pin_verified:
+            raise Answer(SW.SECURITY_STATUS_NOT_SATISFIED)
+        if self.next_transport_key is None:
+            raise Answer(SW.REFERENCED_DATA_NOT_FOUND)
+        challenge, serial = data[:16], data[17:]
+        return crypto.build_transport_key_block(
+            self.transport_key,
+            self.next_transport_key,
+            self.next_transport_version,
+            serial,
+            challenge,
+        )
+
+    def do_retire_transport_key(self, _p2: int, data: bytes) -> None:
+        self.require(LifeCycle.OPERATIONAL)
+        if not self.pin_verified:
+            raise Answer(SW.SECURITY_STATUS_NOT_SATISFIED)
+        if self.next_transport_key is None:
+            raise Answer(SW.REFERENCED_DATA_NOT_FOUND)
+        if int.from_bytes(data) != self.next_transport_version:
+            raise Answer(SW.INCORRECT_DATA)
+        self.transport_key, self.transport_version = self.next_transport_key, int.from_bytes(data)
+        self.next_transport_key, self.next_transport_version = None, 0
+
+    def do_import_transport_key(self, _p2: int, data: bytes) -> None:
+        if self.tries == 0:
+            raise Answer(SW.BLOCKED)
+        self.require(LifeCycle.OPERATIONAL)
+        if self.challenge is None:
+            raise Answer(SW.CONDITIONS_NOT_SATISFIED)
+        challenge, self.challenge = self.challenge, None
+        try:
+            opened = crypto.open_transport_key_block(
+                self.transport_key, self.serial, challenge, data, self.transport_version
+            )
+        except crypto.KeyBlockError as error:
+            if error.sw == SW_VERIFY_FAILED_BASE:
+                self.tries -= 1
+                raise Answer(SW_VERIFY_FAILED_BASE | self.tries) from None
+            raise Answer(error.sw) from None
+        self.transport_key, self.transport_version = opened.key, opened.header.version
+
     def do_internal_authenticate(self, p2: int, data: bytes) -> bytes:
         slot = self.slots.get(p2)
         if slot is None or slot.key is None:
@@ -273,6 +335,8 @@ class FakeTransport:
             raise CardRemovedError(f"the card was removed from reader '{self.reader}'")
         self.sent.append(apdu)
         ins, p2 = apdu[1], apdu[3]
+        if self.applet is not None:
+            self.applet.p1p2 = int.from_bytes(apdu[2:4])
         data = apdu[5 : 5 + apdu[4]] if len(apdu) > 5 else b""
         try:
             response = self.applet.handle(ins, p2, data) + SW.OK.to_bytes(2)

@@ -41,8 +41,9 @@ T0_READERS = (AS_READER, EI_T0_A, EI_T0_B)
 EI_READERS = (EI_T0_A, EI_T0_B, EI_T1)
 ATR_T0 = bytes.fromhex("3B0980574B45594C4F4144")
 """The station's T=0 ATR: no interface bytes, so T=0 is the only protocol offered."""
-BLANK_INFO_LENGTH = 11
-"""INFO of a card without serial (PROTOCOL.md §4.1): what a blank AS answers to SELECT."""
+BLANK_INFO_LENGTH = 11 + 8
+"""INFO of a card without serial (PROTOCOL.md §4.1, and the 8 bytes of the rotation extension,
+§9.2): what a blank AS answers to SELECT."""
 SW1_BYTES_AVAILABLE = 0x61
 SW1_WRONG_LE = 0x6C
 

@@ -27,6 +27,7 @@ GLUE = {
     "workflow",
     "manifest",
     "enrolment",
+    "rotation",
     "audit",
     "audit_chain",
     "inventory",

@@ -18,6 +18,7 @@ from .cards import authenticate, info, readers
 from .doctor import doctor
 from .inventory import inventory
 from .personalize import personalize
+from .rotate import next_transport_key, retire_transport, rotate_transport
 from .setup import setup
 
 COMMANDS_ENTRY_POINTS = "keyload_host.commands"
@@ -59,6 +60,8 @@ def main(verbose: bool) -> None:
 
 
 for _command in (readers, info, doctor, setup, personalize, authenticate, audit, inventory):
+    main.add_command(_command)
+for _command in (next_transport_key, rotate_transport, retire_transport):
     main.add_command(_command)
 for _entry_point in entry_points(group=COMMANDS_ENTRY_POINTS):
     main.add_command(_entry_point.load(), _entry_point.name)

@@ -1,6 +1,10 @@
 package keyload.applet;
 
 import static keyload.applet.Persistent.RECORD_KEY;
+import static keyload.applet.Persistent.SETTINGS_NEXT_KCV;
+import static keyload.applet.Persistent.SETTINGS_NEXT_KEY;
+import static keyload.applet.Persistent.SETTINGS_NEXT_LENGTH;
+import static keyload.applet.Persistent.SETTINGS_NEXT_VERSION;
 import static keyload.applet.Protocol.*;
 import static keyload.applet.Transients.CONTEXT_REF2;
 import static keyload.applet.Transients.CONTEXT_R;
@@ -43,6 +47,11 @@ public final class AsApplet extends Applet {
     private static final short EXPORT_R = 2;
     private static final short EXPORT_SN_LENGTH = (short) (EXPORT_R + CHALLENGE_BYTES);
     private static final short EXPORT_SN = (short) (EXPORT_SN_LENGTH + 1);
+
+    /** EXPORT TRANSPORT KEY data (PROTOCOL.md §9): R(16), len(SN), SN. */
+    private static final short TRANSPORT_EXPORT_R = 0;
+    private static final short TRANSPORT_EXPORT_SN_LENGTH = CHALLENGE_BYTES;
+    private static final short TRANSPORT_EXPORT_SN = (short) (TRANSPORT_EXPORT_SN_LENGTH + 1);
 
     private final Common common;
     private final Persistent persistent;
@@ -113,8 +122,24 @@ public final class AsApplet extends Applet {
                     verify(apdu);
                     return;
                 case INS_EXPORT_KEY:
-                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    // P1P2: 0000 (v1) or the version of a transport key the AS holds, to export under (§9).
+                    Common.checkCla(buffer, CLA_KEYLOAD);
+                    if (!isTransportKeySelector(Util.getShort(buffer, ISO7816.OFFSET_P1))) {
+                        ISOException.throwIt(SW_INCORRECT_P1P2);
+                    }
                     exportKey(apdu);
+                    return;
+                case INS_PUT_NEXT_TRANSPORT_KEY:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    putNextTransportKey(apdu);
+                    return;
+                case INS_EXPORT_TRANSPORT_KEY:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    exportTransportKey(apdu);
+                    return;
+                case INS_RETIRE_TRANSPORT_KEY:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    retireTransportKey(apdu);
                     return;
                 case INS_SELECT:
                     // A SELECT that reaches a selected applet names an AID nobody has.
@@ -223,7 +248,11 @@ public final class AsApplet extends Applet {
         return (short) (SW_VERIFICATION_FAILED | triesLeft);
     }
 
-    /** EXPORT KEY: PROTOCOL.md §4.2 in its order, with §8 amendment 3 (Le checked before counting). */
+    /**
+     * EXPORT KEY: PROTOCOL.md §4.2 in its order, with §8 amendment 3 (Le checked before counting) and the
+     * transport key chosen by P1P2 (§9): 0000 or T's version for T, the next T's version for the next T
+     * (an EI rotated during a campaign); any other value was refused with 6A86 before the life cycle.
+     */
     private void exportKey(APDU apdu) {
         // 1. OPERATIONAL, PIN verified.
         common.requireState(STATE_OPERATIONAL);
@@ -257,7 +286,16 @@ public final class AsApplet extends Applet {
             ISOException.throwIt(SW_REFERENCE_NOT_FOUND); // the search looked again: a skipped compare in it
         }
         short keyLength = e[(short) (record + ENTRY_KEY_LENGTH)];
+        short selector = Util.getShort(buffer, ISO7816.OFFSET_P1);
+        AESKey t = persistent.transportKey();
         short tLength = persistent.transportKeyLength();
+        if (selector != 0 && selector != persistent.transportKeyVersion()) {
+            if (persistent.nextKeyLength() == 0 || selector != persistent.nextKeyVersion()) {
+                ISOException.throwIt(SW_INCORRECT_P1P2); // looked at again: one skipped branch is not enough
+            }
+            t = persistent.nextKey();
+            tLength = persistent.nextKeyLength();
+        }
         if (keyLength > tLength) {
             ISOException.throwIt(SW_CONDITIONS_NOT_SATISFIED);
         }
@@ -283,7 +321,7 @@ public final class AsApplet extends Applet {
         Util.arrayCopyNonAtomic(buffer, (short) (data + EXPORT_R), context, CONTEXT_R, CHALLENGE_BYTES);
         context[CONTEXT_REF2] = ref2;
         Util.arrayCopyNonAtomic(buffer, (short) (data + EXPORT_SN), context, CONTEXT_SN, snLength);
-        common.deriveOperationKeys(context, CONTEXT_SN, snLength);
+        common.deriveOperationKeys(t, tLength, context, CONTEXT_SN, snLength);
         AESKey ta = persistent.entryKey(record);
         byte flags = e[(short) (record + ENTRY_FLAGS)];
         // The CBC padding of a 24-byte key is these zeros, whatever an earlier command left.
@@ -302,10 +340,7 @@ public final class AsApplet extends Applet {
         Util.arrayCopyNonAtomic(e, (short) (record + ENTRY_VERSION), buffer, HDR_VERSION, (short) 2);
         buffer[HDR_FLAGS] = flags;
         buffer[HDR_REF1] = ref1;
-        aes.kcv8(aes.load(secrets, SECRET_KEY, keyLength), buffer, sas);
-        aes.cbc(aes.load(secrets, SECRET_K_ENC, tLength), Cipher.MODE_ENCRYPT, secrets, SECRET_KEY, padded,
-                buffer, HEADER_BYTES);
-        aes.cmac(aes.load(secrets, SECRET_K_MAC, tLength), buffer, (short) 0, cas, buffer, cas);
+        seal(buffer, keyLength, tLength);
 
         // 6. Count (one atomic short write, never the key's bytes), check again, send.
         if (!pin.isValidated()) {
@@ -321,5 +356,153 @@ public final class AsApplet extends Applet {
         }
         apdu.setOutgoingLength(blockLength);
         apdu.sendBytes((short) 0, blockLength);
+    }
+
+    /** EXPORT KEY's P1P2 (§9): 0000, T's version, or the version of the next T when one is held. */
+    private boolean isTransportKeySelector(short selector) {
+        return selector == 0 || persistent.transportKeyLength() != 0 && selector == persistent.transportKeyVersion()
+                || persistent.nextKeyLength() != 0 && selector == persistent.nextKeyVersion();
+    }
+
+    /** encKey, SAS and CAS of a block whose header is in the buffer, for the key at SECRET_KEY (zero-padded). */
+    private void seal(byte[] buffer, short keyLength, short tLength) {
+        byte[] secrets = transients.secrets;
+        short padded = AesEngine.paddedLength(keyLength);
+        short sas = (short) (HEADER_BYTES + padded);
+        short cas = (short) (sas + SAS_BYTES);
+        aes.kcv8(aes.load(secrets, SECRET_KEY, keyLength), buffer, sas);
+        aes.cbc(aes.load(secrets, SECRET_K_ENC, tLength), Cipher.MODE_ENCRYPT, secrets, SECRET_KEY, padded,
+                buffer, HEADER_BYTES);
+        aes.cmac(aes.load(secrets, SECRET_K_MAC, tLength), buffer, (short) 0, cas, buffer, cas);
+    }
+
+    // ---------------------------------------------------------------- transport key rotation (PROTOCOL.md §9)
+
+    /**
+     * PUT NEXT TRANSPORT KEY (SETUP only: the next T is chosen in the secure room where T is, never by whoever
+     * holds the PIN in the field, who could otherwise export every key under a T of his own): version(2) ||
+     * T'. T set, else 6985; a key length, else 6700; version above T's and T' at least as long as T, else
+     * 6A80; 24 bytes on a card without AES-192: 6A81. A next T already held is replaced.
+     */
+    private void putNextTransportKey(APDU apdu) {
+        common.requireState(STATE_SETUP);
+        short tLength = persistent.transportKeyLength();
+        if (tLength == 0) {
+            ISOException.throwIt(SW_CONDITIONS_NOT_SATISFIED);
+        }
+        byte[] buffer = apdu.getBuffer();
+        short length = Common.receiveData(apdu);
+        short data = apdu.getOffsetCdata();
+        short keyLength = (short) (length - VERSION_BYTES);
+        if (!AesEngine.isAesKeyLength(keyLength)) {
+            ISOException.throwIt(SW_WRONG_LENGTH);
+        }
+        short version = Util.getShort(buffer, data);
+        if (!Common.unsignedLess(persistent.transportKeyVersion(), version) || keyLength < tLength) {
+            ISOException.throwIt(SW_INCORRECT_DATA);
+        }
+        common.requireSupported(keyLength);
+
+        RecordStore settings = persistent.settings;
+        byte[] s = settings.bytes();
+        short old = settings.current((short) 0);
+        short oldLength = s[(short) (old + SETTINGS_NEXT_LENGTH)];
+        byte oldHandle = s[(short) (old + SETTINGS_NEXT_KEY)];
+        byte handle = persistent.storeKey(buffer, (short) (data + VERSION_BYTES), keyLength);
+        aes.kcv8(persistent.keys.get(keyLength, handle), transients.secrets, SECRET_CHECK);
+        short record = settings.beginChange((short) 0);
+        s[(short) (record + SETTINGS_NEXT_LENGTH)] = (byte) keyLength;
+        Util.arrayCopyNonAtomic(transients.secrets, SECRET_CHECK, s, (short) (record + SETTINGS_NEXT_KCV), KCV_BYTES);
+        Util.setShort(s, (short) (record + SETTINGS_NEXT_VERSION), version);
+        s[(short) (record + SETTINGS_NEXT_KEY)] = handle;
+        settings.commit((short) 0);
+        if (oldLength != 0) {
+            persistent.release(oldLength, oldHandle);
+        }
+    }
+
+    /**
+     * EXPORT TRANSPORT KEY: R(16) || len(SN) || SN; the next T as a block of format 02 for that EI and
+     * challenge, under K_enc and K_mac derived from T with REF2 = 00. OPERATIONAL, PIN verified (6982), a
+     * next T held (6A88), Le 00 or the block's length (6700). Nothing is counted or stored.
+     */
+    private void exportTransportKey(APDU apdu) {
+        common.requireState(STATE_OPERATIONAL);
+        if (!pin.isValidated()) {
+            ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
+        }
+        byte[] buffer = apdu.getBuffer();
+        short length = Common.receiveData(apdu);
+        short data = apdu.getOffsetCdata();
+        if (length < TRANSPORT_EXPORT_SN) {
+            ISOException.throwIt(SW_WRONG_LENGTH);
+        }
+        short snLength = (short) (buffer[(short) (data + TRANSPORT_EXPORT_SN_LENGTH)] & 0xFF);
+        if (snLength < SN_MIN_BYTES || snLength > SN_MAX_BYTES || length != (short) (TRANSPORT_EXPORT_SN + snLength)) {
+            ISOException.throwIt(SW_WRONG_LENGTH);
+        }
+        short keyLength = persistent.nextKeyLength();
+        if (keyLength == 0) {
+            ISOException.throwIt(SW_REFERENCE_NOT_FOUND);
+        }
+        short blockLength = (short) (HEADER_BYTES + AesEngine.paddedLength(keyLength) + SAS_BYTES + CAS_BYTES);
+        short le = apdu.setOutgoing();
+        if (le != LE_ANY && le != blockLength) {
+            ISOException.throwIt(SW_WRONG_LENGTH);
+        }
+
+        byte[] secrets = transients.secrets;
+        byte[] context = transients.context;
+        Util.arrayCopyNonAtomic(buffer, (short) (data + TRANSPORT_EXPORT_R), context, CONTEXT_R, CHALLENGE_BYTES);
+        context[CONTEXT_REF2] = REF_NONE;
+        Util.arrayCopyNonAtomic(buffer, (short) (data + TRANSPORT_EXPORT_SN), context, CONTEXT_SN, snLength);
+        common.deriveOperationKeys(context, CONTEXT_SN, snLength);
+        Util.arrayFillNonAtomic(secrets, SECRET_KEY, MAX_KEY_BYTES, (byte) 0);
+        persistent.nextKey().getKey(secrets, SECRET_KEY);
+
+        buffer[HDR_FORMAT] = TRANSPORT_BLOCK_FORMAT;
+        buffer[HDR_REF2] = REF_NONE;
+        buffer[HDR_KEY_LENGTH] = (byte) keyLength;
+        buffer[HDR_USAGE] = 0;
+        Util.setShort(buffer, HDR_VERSION, persistent.nextKeyVersion());
+        buffer[HDR_FLAGS] = 0;
+        buffer[HDR_REF1] = REF_NONE;
+        seal(buffer, keyLength, persistent.transportKeyLength());
+
+        if (!pin.isValidated()) {
+            ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
+        }
+        apdu.setOutgoingLength(blockLength);
+        apdu.sendBytes((short) 0, blockLength);
+    }
+
+    /**
+     * RETIRE TRANSPORT KEY: version(2) of the next T, which becomes T; the old T is cleared. OPERATIONAL,
+     * PIN verified (6982), two bytes (6700), a next T held (6A88) of that version (6A80).
+     */
+    private void retireTransportKey(APDU apdu) {
+        common.requireState(STATE_OPERATIONAL);
+        if (!pin.isValidated()) {
+            ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
+        }
+        byte[] buffer = apdu.getBuffer();
+        if (Common.receiveData(apdu) != VERSION_BYTES) {
+            ISOException.throwIt(SW_WRONG_LENGTH);
+        }
+        short keyLength = persistent.nextKeyLength();
+        if (keyLength == 0) {
+            ISOException.throwIt(SW_REFERENCE_NOT_FOUND);
+        }
+        short version = persistent.nextKeyVersion();
+        if (Util.getShort(buffer, apdu.getOffsetCdata()) != version) {
+            ISOException.throwIt(SW_INCORRECT_DATA);
+        }
+        if (!pin.isValidated()) {
+            ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
+        }
+        byte[] s = persistent.settings.bytes();
+        short record = persistent.settings.current((short) 0);
+        common.replaceTransportKey(keyLength, s[(short) (record + SETTINGS_NEXT_KEY)], s,
+                (short) (record + SETTINGS_NEXT_KCV), version);
     }
 }

@@ -7,6 +7,9 @@ import static keyload.applet.Persistent.SETTINGS_SN_LENGTH;
 import static keyload.applet.Persistent.SETTINGS_T_KCV;
 import static keyload.applet.Persistent.SETTINGS_T_KEY;
 import static keyload.applet.Persistent.SETTINGS_T_LENGTH;
+import static keyload.applet.Persistent.SETTINGS_T_VERSION;
+import static keyload.applet.Persistent.SETTINGS_NEXT_KEY;
+import static keyload.applet.Persistent.SETTINGS_NEXT_LENGTH;
 import static keyload.applet.Protocol.*;
 import static keyload.applet.Transients.CONTEXT_R;
 import static keyload.applet.Transients.SECRET_CHECK;
@@ -71,7 +74,8 @@ public final class Common {
 
     /** Whether the command carries T, a key or a PIN in clear, which must not stay in the APDU buffer. */
     static boolean carriesSecret(byte ins) {
-        return ins == INS_SET_TRANSPORT_KEY || ins == INS_PUT_APP_KEY || ins == INS_SET_PIN || ins == INS_VERIFY;
+        return ins == INS_SET_TRANSPORT_KEY || ins == INS_PUT_APP_KEY || ins == INS_SET_PIN || ins == INS_VERIFY
+                || ins == INS_PUT_NEXT_TRANSPORT_KEY;
     }
 
     /**
@@ -112,7 +116,10 @@ public final class Common {
         byte snLength = s[(short) (record + SETTINGS_SN_LENGTH)];
         buffer[INFO_SN_LENGTH] = snLength;
         Util.arrayCopyNonAtomic(s, (short) (record + SETTINGS_SN), buffer, INFO_SN, snLength);
-        apdu.setOutgoingAndSend((short) 0, (short) (INFO_SN + snLength));
+        // §9: T's version and the next T (AS) after the SN, where a v1 reader of INFO does not look.
+        short extension = (short) (INFO_SN + snLength);
+        Util.arrayCopyNonAtomic(s, (short) (record + SETTINGS_T_VERSION), buffer, extension, INFO_EXT_BYTES);
+        apdu.setOutgoingAndSend((short) 0, (short) (extension + INFO_EXT_BYTES));
     }
 
     /** LIST KEYS: one entry per defined key or slot, in ascending REF order (AS: with its export count). */
@@ -145,9 +152,15 @@ public final class Common {
         apdu.setOutgoingAndSend((short) 0, length);
     }
 
-    /** SET TRANSPORT KEY: T into a key object, then the settings record naming it (PROTOCOL.md §4.1). */
+    /**
+     * SET TRANSPORT KEY: T into a key object, then the settings record naming it (PROTOCOL.md §4.1), with
+     * version 1 (§9). An AS that holds a next T refuses it (6985): the next T was checked against this T.
+     */
     void setTransportKey(APDU apdu) {
         requireState(STATE_SETUP);
+        if (persistent.nextKeyLength() != 0) {
+            ISOException.throwIt(SW_CONDITIONS_NOT_SATISFIED);
+        }
         byte[] buffer = apdu.getBuffer();
         short length = receiveData(apdu);
         short data = apdu.getOffsetCdata();
@@ -165,10 +178,34 @@ public final class Common {
         s[(short) (record + SETTINGS_T_LENGTH)] = (byte) length;
         s[(short) (record + SETTINGS_T_KEY)] = handle;
         Util.arrayCopyNonAtomic(transients.secrets, SECRET_CHECK, s, (short) (record + SETTINGS_T_KCV), KCV_BYTES);
+        Util.setShort(s, (short) (record + SETTINGS_T_VERSION), T_VERSION_INITIAL);
         persistent.settings.commit((short) 0);
         if (oldLength != 0) {
             persistent.release(oldLength, oldHandle);
         }
+    }
+
+    /**
+     * Makes key object {@code handle} of {@code length} bytes T, with the check value at {@code kcv} and
+     * {@code version}, and clears the next T (PROTOCOL.md §9): one settings record committed by one byte,
+     * then the old T's object cleared. A cut anywhere leaves the old T or the new one, whole; the key object
+     * was written before, and an object a cut left named by no record is cleared by the next store.
+     */
+    void replaceTransportKey(short length, byte handle, byte[] kcv, short kcvOffset, short version) {
+        RecordStore settings = persistent.settings;
+        byte[] s = settings.bytes();
+        short old = settings.current((short) 0);
+        short oldLength = s[(short) (old + SETTINGS_T_LENGTH)];
+        byte oldHandle = s[(short) (old + SETTINGS_T_KEY)];
+        short record = settings.beginChange((short) 0);
+        s[(short) (record + SETTINGS_T_LENGTH)] = (byte) length;
+        s[(short) (record + SETTINGS_T_KEY)] = handle;
+        Util.arrayCopyNonAtomic(kcv, kcvOffset, s, (short) (record + SETTINGS_T_KCV), KCV_BYTES);
+        Util.setShort(s, (short) (record + SETTINGS_T_VERSION), version);
+        Util.arrayFillNonAtomic(s, (short) (record + SETTINGS_NEXT_LENGTH),
+                (short) (SETTINGS_NEXT_KEY + 1 - SETTINGS_NEXT_LENGTH), (byte) 0);
+        settings.commit((short) 0);
+        persistent.release(oldLength, oldHandle);
     }
 
     /** LOCK: SETUP to OPERATIONAL for good, when T is set and the role is ready ({@code roleReady}). */
@@ -291,9 +328,13 @@ public final class Common {
      * caller has put R and REF2 into the context (PROTOCOL.md §2).
      */
     void deriveOperationKeys(byte[] sn, short snOffset, short snLength) {
-        short tLength = persistent.transportKeyLength();
+        deriveOperationKeys(persistent.transportKey(), persistent.transportKeyLength(), sn, snOffset, snLength);
+    }
+
+    /** {@link #deriveOperationKeys(byte[], short, short)} from the transport key {@code t} given (§9: the next T). */
+    void deriveOperationKeys(AESKey t, short tLength, byte[] sn, short snOffset, short snLength) {
         byte[] secrets = transients.secrets;
-        aes.kdf(persistent.transportKey(), LABEL_T1, sn, snOffset, snLength, secrets, SECRET_T1, tLength);
+        aes.kdf(t, LABEL_T1, sn, snOffset, snLength, secrets, SECRET_T1, tLength);
         AESKey t1 = aes.load(secrets, SECRET_T1, tLength);
         aes.kdf(t1, LABEL_K_ENC, transients.context, CONTEXT_R, SESSION_CONTEXT_BYTES, secrets, SECRET_K_ENC, tLength);
         aes.kdf(t1, LABEL_K_MAC, transients.context, CONTEXT_R, SESSION_CONTEXT_BYTES, secrets, SECRET_K_MAC, tLength);

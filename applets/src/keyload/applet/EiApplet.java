@@ -115,6 +115,10 @@ public final class EiApplet extends Applet {
                     Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
                     importKey(apdu);
                     return;
+                case INS_IMPORT_TRANSPORT_KEY:
+                    Common.checkHeader(buffer, CLA_KEYLOAD, (byte) 0, (byte) 0);
+                    importTransportKey(apdu);
+                    return;
                 case INS_INTERNAL_AUTHENTICATE:
                     // P2 is the slot.
                     Common.checkCla(buffer, CLA_ISO);
@@ -254,13 +258,7 @@ public final class EiApplet extends Applet {
         // 1. OPERATIONAL, not BLOCKED.
         requireImportable();
         // 2. Take the challenge: it is spent whatever happens next.
-        byte[] context = transients.context;
-        if (!transients.flags[FLAG_CHALLENGE_ISSUED]) {
-            ISOException.throwIt(SW_CONDITIONS_NOT_SATISFIED);
-        }
-        Util.arrayCopyNonAtomic(transients.challenge, (short) 0, context, CONTEXT_R, CHALLENGE_BYTES);
-        transients.flags[FLAG_CHALLENGE_ISSUED] = false;
-        Util.arrayFillNonAtomic(transients.challenge, (short) 0, CHALLENGE_BYTES, (byte) 0);
+        takeChallenge();
 
         // 3. Shape of the block.
         byte[] buffer = apdu.getBuffer();
@@ -280,30 +278,11 @@ public final class EiApplet extends Applet {
             ISOException.throwIt(SW_WRONG_LENGTH);
         }
 
-        // 4. Spend a try before checking (a second look at the counter: a skipped BLOCKED check stops here).
-        byte triesBefore = persistent.triesLeft;
-        if (triesBefore <= 0) {
-            ISOException.throwIt(SW_BLOCKED);
-        }
-        persistent.triesLeft = (byte) (triesBefore - 1);
-
-        // 5. CAS, in constant time; nothing is decrypted unless it matches.
+        // 4.-6. Spend a try, check the CAS, give the try back.
         byte[] secrets = transients.secrets;
         byte ref2 = buffer[(short) (block + HDR_REF2)];
-        context[CONTEXT_REF2] = ref2;
-        byte[] s = persistent.settings.bytes();
-        short settings = persistent.settings.current((short) 0);
-        common.deriveOperationKeys(s, (short) (settings + SETTINGS_SN), s[(short) (settings + SETTINGS_SN_LENGTH)]);
         short tLength = persistent.transportKeyLength();
-        aes.cmac(aes.load(secrets, SECRET_K_MAC, tLength), buffer, block, (short) (cas - block), secrets, SECRET_CHECK);
-        short casVerdict = AesEngine.difference(secrets, SECRET_CHECK, buffer, cas, CAS_BYTES);
-        if (casVerdict != 0) {
-            ISOException.throwIt(triesStatus());
-        }
-        // 6. A good CAS gives the try back (written only when it changed).
-        if (casVerdict == 0 && persistent.triesLeft != persistent.retryLimit) {
-            persistent.triesLeft = persistent.retryLimit;
-        }
+        short casVerdict = checkCas(buffer, block, cas, ref2);
 
         // 7. The slot.
         short index = common.findEntry(ref2);
@@ -382,6 +361,132 @@ public final class EiApplet extends Applet {
         e[(short) (changed + RECORD_KEY)] = handle;
         common.commitEntry(index);
         // 11. T1, K_enc, K_mac and the key are wiped by process() after every command.
+    }
+
+    /** §4.3 step 2: R into the derivation context, spent whatever happens next; 6985 when none was issued. */
+    private void takeChallenge() {
+        if (!transients.flags[FLAG_CHALLENGE_ISSUED]) {
+            ISOException.throwIt(SW_CONDITIONS_NOT_SATISFIED);
+        }
+        Util.arrayCopyNonAtomic(transients.challenge, (short) 0, transients.context, CONTEXT_R, CHALLENGE_BYTES);
+        transients.flags[FLAG_CHALLENGE_ISSUED] = false;
+        Util.arrayFillNonAtomic(transients.challenge, (short) 0, CHALLENGE_BYTES, (byte) 0);
+    }
+
+    /**
+     * §4.3 steps 4 to 6 for the block at {@code block} whose CAS is at {@code cas}: spends a try (a second
+     * look at the counter: a skipped BLOCKED check stops here), derives T1, K_enc and K_mac from T, SN, R and
+     * {@code ref2}, compares the CAS in constant time (63Cx when it differs: nothing is decrypted), and gives
+     * the try back (written only when it changed). Returns the CAS verdict (0), for the caller's second look.
+     */
+    private short checkCas(byte[] buffer, short block, short cas, byte ref2) {
+        byte triesBefore = persistent.triesLeft;
+        if (triesBefore <= 0) {
+            ISOException.throwIt(SW_BLOCKED);
+        }
+        persistent.triesLeft = (byte) (triesBefore - 1);
+
+        byte[] secrets = transients.secrets;
+        transients.context[CONTEXT_REF2] = ref2;
+        byte[] s = persistent.settings.bytes();
+        short settings = persistent.settings.current((short) 0);
+        common.deriveOperationKeys(s, (short) (settings + SETTINGS_SN), s[(short) (settings + SETTINGS_SN_LENGTH)]);
+        short tLength = persistent.transportKeyLength();
+        aes.cmac(aes.load(secrets, SECRET_K_MAC, tLength), buffer, block, (short) (cas - block), secrets, SECRET_CHECK);
+        short casVerdict = AesEngine.difference(secrets, SECRET_CHECK, buffer, cas, CAS_BYTES);
+        if (casVerdict != 0) {
+            ISOException.throwIt(triesStatus());
+        }
+        if (casVerdict == 0 && persistent.triesLeft != persistent.retryLimit) {
+            persistent.triesLeft = persistent.retryLimit;
+        }
+        return casVerdict;
+    }
+
+    /**
+     * IMPORT TRANSPORT KEY (PROTOCOL.md §9): a block of format 02 made by the AS's EXPORT TRANSPORT KEY for
+     * this EI's serial and challenge under keys derived from the current T with REF2 = 00; IMPORT KEY's
+     * order, retry counter and checks, then the new T replaces T in one commit (old T or new T, whole,
+     * wherever a cut falls). The slots and their keys do not depend on T and stay as they are.
+     */
+    private void importTransportKey(APDU apdu) {
+        // 1. OPERATIONAL, not BLOCKED. 2. The challenge is spent now.
+        requireImportable();
+        takeChallenge();
+
+        // 3. Shape: format 02, the fields an application key has set to 00, an AES key length.
+        byte[] buffer = apdu.getBuffer();
+        short length = Common.receiveData(apdu);
+        short block = apdu.getOffsetCdata();
+        if (length < HEADER_BYTES) {
+            ISOException.throwIt(SW_WRONG_LENGTH);
+        }
+        short keyLength = buffer[(short) (block + HDR_KEY_LENGTH)];
+        short unused = (short) (buffer[(short) (block + HDR_REF2)] | buffer[(short) (block + HDR_USAGE)]
+                | buffer[(short) (block + HDR_FLAGS)] | buffer[(short) (block + HDR_REF1)]);
+        if (buffer[(short) (block + HDR_FORMAT)] != TRANSPORT_BLOCK_FORMAT || unused != 0
+                || !AesEngine.isAesKeyLength(keyLength)) {
+            ISOException.throwIt(SW_INCORRECT_DATA);
+        }
+        short padded = AesEngine.paddedLength(keyLength);
+        short sas = (short) (block + HEADER_BYTES + padded);
+        short cas = (short) (sas + SAS_BYTES);
+        if (length != (short) (HEADER_BYTES + padded + SAS_BYTES + CAS_BYTES)) {
+            ISOException.throwIt(SW_WRONG_LENGTH);
+        }
+
+        // 4.-6. Spend a try, check the CAS under keys from the current T with REF2 = 00, give the try back.
+        short casVerdict = checkCas(buffer, block, cas, REF_NONE);
+
+        // 7. The new T is at least as long as T (6A80) and of a length this card holds (6A81).
+        short tLength = persistent.transportKeyLength();
+        if (keyLength < tLength) {
+            ISOException.throwIt(SW_INCORRECT_DATA);
+        }
+        common.requireSupported(keyLength);
+
+        // 8. Decrypt (after a second look at the CAS verdict), then check padding and SAS.
+        if (casVerdict != 0) {
+            ISOException.throwIt(triesStatus());
+        }
+        byte[] secrets = transients.secrets;
+        aes.cbc(aes.load(secrets, SECRET_K_ENC, tLength), Cipher.MODE_DECRYPT, buffer,
+                (short) (block + HEADER_BYTES), padded, secrets, SECRET_KEY);
+        short paddingVerdict = 0;
+        for (short i = keyLength; i < padded; i++) {
+            paddingVerdict = (short) (paddingVerdict | secrets[(short) (SECRET_KEY + i)]);
+        }
+        if (paddingVerdict != 0) {
+            ISOException.throwIt(SW_INCORRECT_DATA);
+        }
+        aes.kcv8(aes.load(secrets, SECRET_KEY, keyLength), secrets, SECRET_CHECK);
+        short sasVerdict = AesEngine.difference(secrets, SECRET_CHECK, buffer, sas, SAS_BYTES);
+        if (sasVerdict != 0) {
+            spendTry();
+            ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
+        }
+
+        // 9. The version only moves forward: equal or lower is refused.
+        short version = Util.getShort(buffer, (short) (block + HDR_VERSION));
+        short current = persistent.transportKeyVersion();
+        if (!Common.unsignedLess(current, version)) {
+            ISOException.throwIt(SW_INCORRECT_DATA);
+        }
+
+        // 10. Every decision once more, in another form, before the store; then the new T into a key object
+        //     no record names, and the settings record naming it, committed by one byte.
+        if ((short) (casVerdict | paddingVerdict | sasVerdict | unused) != 0) {
+            spendTry();
+            ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
+        }
+        if ((short) (version ^ (short) 0x8000) <= (short) (current ^ (short) 0x8000)
+                || (byte) (buffer[(short) (block + HDR_FORMAT)] ^ TRANSPORT_BLOCK_FORMAT) != 0
+                || (short) (persistent.transportKeyLength() - keyLength) > 0) {
+            ISOException.throwIt(SW_INCORRECT_DATA);
+        }
+        byte handle = persistent.storeKey(secrets, SECRET_KEY, keyLength);
+        common.replaceTransportKey(keyLength, handle, secrets, SECRET_CHECK, version);
+        // 11. T1, K_enc, K_mac and the new T are wiped by process() after every command.
     }
 
     /**

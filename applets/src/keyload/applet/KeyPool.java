@@ -3,7 +3,6 @@ package keyload.applet;
 import static keyload.applet.Protocol.AES_128_BYTES;
 import static keyload.applet.Protocol.AES_192_BYTES;
 import static keyload.applet.Protocol.AES_256_BYTES;
-import static keyload.applet.Protocol.MAX_ENTRIES;
 
 import javacard.security.AESKey;
 import javacard.security.CryptoException;
@@ -26,14 +25,17 @@ import javacard.security.KeyBuilder;
  */
 public final class KeyPool {
 
-    /** Objects per length: every entry and T, and the spare a change is written into. */
-    static final short CAPACITY = (short) (MAX_ENTRIES + 2);
-
+    private final short capacity;
     private final AESKey[] keys128;
     private final AESKey[] keys192;
     private final AESKey[] keys256;
 
-    KeyPool() {
+    /**
+     * {@code capacity} objects per length: every key the role may hold at once (16 entries, T, and on an
+     * AS the next T of a rotation campaign) and the spare a change is written into.
+     */
+    KeyPool(short capacity) {
+        this.capacity = capacity;
         keys128 = build(KeyBuilder.LENGTH_AES_128);
         AESKey[] optional;
         try {
@@ -45,12 +47,16 @@ public final class KeyPool {
         keys256 = build(KeyBuilder.LENGTH_AES_256);
     }
 
-    private static AESKey[] build(short bits) {
-        AESKey[] pool = new AESKey[CAPACITY];
-        for (short i = 0; i < CAPACITY; i++) {
+    private AESKey[] build(short bits) {
+        AESKey[] pool = new AESKey[capacity];
+        for (short i = 0; i < capacity; i++) {
             pool[i] = (AESKey) KeyBuilder.buildKey(KeyBuilder.TYPE_AES, bits, false);
         }
         return pool;
+    }
+
+    short capacity() {
+        return capacity;
     }
 
     /** Whether keys of {@code length} bytes can be held: 16 and 32 always, 24 when the card has AES-192. */

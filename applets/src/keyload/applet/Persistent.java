@@ -14,10 +14,12 @@ import static keyload.applet.Protocol.RETRY_LIMIT_DEFAULT;
 import static keyload.applet.Protocol.ROLE_AS;
 import static keyload.applet.Protocol.SN_MAX_BYTES;
 import static keyload.applet.Protocol.STATE_SETUP;
+import static keyload.applet.Protocol.VERSION_BYTES;
 
 import javacard.framework.ISO7816;
 import javacard.framework.ISOException;
 import javacard.framework.OwnerPIN;
+import javacard.framework.Util;
 import javacard.security.AESKey;
 
 /**
@@ -32,13 +34,23 @@ import javacard.security.AESKey;
 public final class Persistent {
 
     // ---------------------------------------------------------------- settings record
-    /** T length (0: not set), KCV(T), T's handle in the key pool, SN length, SN. */
+    /**
+     * T length (0: not set), KCV(T), T's handle in the key pool, SN length, SN; then (PROTOCOL.md §9) T's
+     * version and, on an AS during a rotation campaign, the next T's length (0: none), KCV and version, in
+     * the order INFO sends them, and the next T's handle. One record: a rotation or a retirement changes
+     * them all with one byte.
+     */
     static final short SETTINGS_T_LENGTH = 0;
     static final short SETTINGS_T_KCV = 1;
     static final short SETTINGS_T_KEY = (short) (SETTINGS_T_KCV + KCV_BYTES);
     static final short SETTINGS_SN_LENGTH = (short) (SETTINGS_T_KEY + 1);
     static final short SETTINGS_SN = (short) (SETTINGS_SN_LENGTH + 1);
-    static final short SETTINGS_BYTES = (short) (SETTINGS_SN + SN_MAX_BYTES);
+    static final short SETTINGS_T_VERSION = (short) (SETTINGS_SN + SN_MAX_BYTES);
+    static final short SETTINGS_NEXT_LENGTH = (short) (SETTINGS_T_VERSION + VERSION_BYTES);
+    static final short SETTINGS_NEXT_KCV = (short) (SETTINGS_NEXT_LENGTH + 1);
+    static final short SETTINGS_NEXT_VERSION = (short) (SETTINGS_NEXT_KCV + KCV_BYTES);
+    static final short SETTINGS_NEXT_KEY = (short) (SETTINGS_NEXT_VERSION + VERSION_BYTES);
+    static final short SETTINGS_BYTES = (short) (SETTINGS_NEXT_KEY + 1);
 
     // ---------------------------------------------------------------- entry records
     /**
@@ -70,7 +82,8 @@ public final class Persistent {
         lifeCycle = STATE_SETUP;
         settings = new RecordStore((short) 1, SETTINGS_BYTES);
         entries = new RecordStore(MAX_ENTRIES, RECORD_BYTES);
-        keys = new KeyPool();
+        // The AS may hold 16 keys, T and the next T at once; each role has one spare a change goes into.
+        keys = new KeyPool((short) (role == ROLE_AS ? MAX_ENTRIES + 3 : MAX_ENTRIES + 2));
         if (role == ROLE_AS) {
             exportCounts = new short[MAX_ENTRIES];
             pin = new OwnerPIN(PIN_TRY_LIMIT, (byte) PIN_MAX_BYTES);
@@ -93,6 +106,28 @@ public final class Persistent {
         byte[] s = settings.bytes();
         short record = settings.current((short) 0);
         return keys.get(s[(short) (record + SETTINGS_T_LENGTH)], s[(short) (record + SETTINGS_T_KEY)]);
+    }
+
+    /** T's version (PROTOCOL.md §9): 1 after SET TRANSPORT KEY, higher after each rotation. */
+    short transportKeyVersion() {
+        return Util.getShort(settings.bytes(), (short) (settings.current((short) 0) + SETTINGS_T_VERSION));
+    }
+
+    /** AS: the next T's length, 0 when none is held (always 0 on an EI). */
+    short nextKeyLength() {
+        return settings.bytes()[(short) (settings.current((short) 0) + SETTINGS_NEXT_LENGTH)];
+    }
+
+    /** AS: the next T's version; only when {@link #nextKeyLength} is not 0. */
+    short nextKeyVersion() {
+        return Util.getShort(settings.bytes(), (short) (settings.current((short) 0) + SETTINGS_NEXT_VERSION));
+    }
+
+    /** AS: the next T as a key object; only when {@link #nextKeyLength} is not 0. */
+    AESKey nextKey() {
+        byte[] s = settings.bytes();
+        short record = settings.current((short) 0);
+        return keys.get(s[(short) (record + SETTINGS_NEXT_LENGTH)], s[(short) (record + SETTINGS_NEXT_KEY)]);
     }
 
     short serialLength() {
@@ -145,7 +180,7 @@ public final class Persistent {
     }
 
     private void clearOrphans(short length) {
-        for (byte handle = 0; handle < KeyPool.CAPACITY; handle++) {
+        for (byte handle = 0; handle < keys.capacity(); handle++) {
             AESKey key = keys.get(length, handle);
             if (key.isInitialized() && !isNamed(length, handle) && names(length, handle) == 0) {
                 key.clearKey();
@@ -165,6 +200,10 @@ public final class Persistent {
                 == 0) {
             names++;
         }
+        if ((short) ((s[(short) (record + SETTINGS_NEXT_LENGTH)] ^ length)
+                | (s[(short) (record + SETTINGS_NEXT_KEY)] ^ handle)) == 0) {
+            names++;
+        }
         byte[] e = entries.bytes();
         for (short i = (short) (MAX_ENTRIES - 1); i >= 0; i--) {
             short entry = entries.current(i);
@@ -177,11 +216,14 @@ public final class Persistent {
         return names;
     }
 
-    /** Whether the current settings record or a current loaded entry names key {@code handle} of {@code length}. */
+    /** Whether the current settings record (T, next T) or a current loaded entry names key {@code handle} of {@code length}. */
     private boolean isNamed(short length, byte handle) {
         byte[] s = settings.bytes();
         short record = settings.current((short) 0);
         if (s[(short) (record + SETTINGS_T_LENGTH)] == length && s[(short) (record + SETTINGS_T_KEY)] == handle) {
+            return true;
+        }
+        if (s[(short) (record + SETTINGS_NEXT_LENGTH)] == length && s[(short) (record + SETTINGS_NEXT_KEY)] == handle) {
             return true;
         }
         byte[] e = entries.bytes();

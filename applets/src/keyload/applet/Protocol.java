@@ -30,6 +30,12 @@ public final class Protocol {
     public static final byte INS_SET_PIN = (byte) 0x5A;
     public static final byte INS_LOCK = (byte) 0x5E;
     public static final byte INS_GET_CHALLENGE = (byte) 0x84;
+    /** Transport key rotation (docs/PROTOCOL.md §9, a keyload extension): AS. */
+    public static final byte INS_PUT_NEXT_TRANSPORT_KEY = (byte) 0x60;
+    public static final byte INS_EXPORT_TRANSPORT_KEY = (byte) 0x62;
+    public static final byte INS_RETIRE_TRANSPORT_KEY = (byte) 0x64;
+    /** Transport key rotation (§9): EI. */
+    public static final byte INS_IMPORT_TRANSPORT_KEY = (byte) 0x66;
     public static final byte INS_INTERNAL_AUTHENTICATE = (byte) 0x88;
 
     public static final byte P1_SELECT_BY_NAME = (byte) 0x04;
@@ -114,6 +120,8 @@ public final class Protocol {
 
     // ---------------------------------------------------------------- key block (PROTOCOL.md §3)
     public static final byte BLOCK_FORMAT = (byte) 0x01;
+    /** §9: the block carrying a new transport key; REF2, usage, flags and REF1 are 00. */
+    public static final byte TRANSPORT_BLOCK_FORMAT = (byte) 0x02;
     public static final short HEADER_BYTES = 8;
     public static final short HDR_FORMAT = 0;
     public static final short HDR_REF2 = 1;
@@ -134,6 +142,17 @@ public final class Protocol {
     public static final short INFO_ENTRIES = 9;
     public static final short INFO_SN_LENGTH = 10;
     public static final short INFO_SN = 11;
+    /** §9: after the SN, the transport key's version, then the next one's length, KCV and version (AS). */
+    public static final short INFO_EXT_T_VERSION = 0;
+    public static final short INFO_EXT_NEXT_LENGTH = 2;
+    public static final short INFO_EXT_NEXT_KCV = 3;
+    public static final short INFO_EXT_NEXT_VERSION = 6;
+    public static final short INFO_EXT_BYTES = 8;
+
+    // ---------------------------------------------------------------- transport key versions (§9)
+    /** The version of a T set by SET TRANSPORT KEY; a rotation only moves it forward. */
+    public static final short T_VERSION_INITIAL = 1;
+    public static final short VERSION_BYTES = 2;
 
     // ---------------------------------------------------------------- LIST KEYS entry
     public static final short ENTRY_REF = 0;

@@ -29,8 +29,19 @@ final class CardSet {
 
     /** An AS holding three keys (the MAC key diversified per unit), locked, PIN verified. */
     static CardSet withKeys(int authVersion, int exportLimit) {
+        return withKeys(authVersion, exportLimit, null, 0);
+    }
+
+    /**
+     * {@link #withKeys(int, int)} holding {@code nextT} of {@code nextVersion} as the next transport key of a
+     * rotation campaign (PROTOCOL.md §9) when it is not null.
+     */
+    static CardSet withKeys(int authVersion, int exportLimit, byte[] nextT, int nextVersion) {
         Card as = Card.as();
         Setup.transportKey(as, T);
+        if (nextT != null) {
+            Setup.nextTransportKey(as, nextVersion, nextT);
+        }
         Setup.appKey(as, REF_AUTH, 0x01, authVersion, false, exportLimit, TA_AUTH);
         Setup.appKey(as, REF_MAC, 0x02, 0x0102, true, 0xFFFF, TA_MAC);
         Setup.appKey(as, REF_ENC, 0x04, 0xFFFF, false, 0xFFFF, TA_ENC);

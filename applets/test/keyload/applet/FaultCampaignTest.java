@@ -575,6 +575,237 @@ public class FaultCampaignTest {
                 return before.equals(ei.snapshot()) ? null : "a transport key of the attacker's in the EI";
             }
         });
+        attacks.addAll(rotationAttacks());
+        return attacks;
+    }
+
+    // ------------------------------------------------------------------ transport key rotation (PROTOCOL.md §9)
+
+    private static final byte[] T_NEW = Hex.decode("C0C1C2C3C4C5C6C7C8C9CACBCCCDCECF");
+
+    /** An AS of T holding KEY, OTHER_KEY and T_NEW as its next transport key (version 2); locked. */
+    private static Card rotatingAs() {
+        Card as = as();
+        Setup.transportKey(as, T);
+        Setup.appKey(as, REF1, 0x01, 1, false, 0xFFFF, KEY);
+        Setup.appKey(as, OTHER_REF1, 0x01, 1, false, 0xFFFF, OTHER_KEY);
+        Setup.nextTransportKey(as, 2, T_NEW);
+        Setup.pin(as, Setup.PIN);
+        Setup.lock(as);
+        return as;
+    }
+
+    /** A transport key block for the EI's fresh challenge under {@code t}; {@code sas} replaces KCV8 when given. */
+    private static byte[] transportBlock(Card ei, byte[] t, byte[] tNew, int version, byte[] sas) {
+        Glitch.newCommand();
+        byte[] r = ei.ok(ei.send("0084000010"));
+        byte[] block = RefCrypto.transportBlock(t, tNew, version, SN, r);
+        if (sas != null) {
+            byte[] context = RefCrypto.concat(r, new byte[] {0});
+            byte[] t1 = RefCrypto.kdf(t, 0x10, t.length, SN);
+            byte[] body = RefCrypto.concat(java.util.Arrays.copyOf(block, 24), sas);
+            block = RefCrypto.concat(body, RefCrypto.cmac(RefCrypto.kdf(t1, 0x12, t.length, context), body));
+        }
+        return block;
+    }
+
+    /** An attack on the EI's T: {@link #forge} gives the block (or null); nothing about T may change. */
+    private abstract static class TransportAttack extends Attack {
+        Card ei;
+        String before;
+        int sw;
+
+        TransportAttack(String name) {
+            super(name, false);
+        }
+
+        void prepare() {
+            ei = lockedEi(RETRY_LIMIT);
+            before = ei.snapshot();
+        }
+
+        abstract byte[] forge();
+
+        void strike() {
+            try {
+                byte[] block = forge();
+                sw = send(ei, apdu("80660000", block, false));
+            } catch (Throwable e) {
+                sw = MUTE;
+            }
+        }
+
+        String judge() {
+            ei.powerCycle();
+            byte[] info = ei.info();
+            if (!java.util.Arrays.equals(RefCrypto.kcv(T), java.util.Arrays.copyOfRange(info, 4, 7))
+                    || !java.util.Arrays.equals(RefCrypto.cmac(KEY, PROBE), probe(ei, SLOT))) {
+                return "the EI's transport key replaced (" + Hex.encode(info) + ")";
+            }
+            int left = tries(ei);
+            // A failed CAS (63Cx) or SAS (6982) must cost a try; a good CAS answered 63Cx tells nothing.
+            boolean failedCheck = casFails ? (sw & 0xFFF0) == 0x63C0 : sw == 0x6982;
+            if (left > RETRY_LIMIT || failedCheck && left >= RETRY_LIMIT) {
+                return "a failed check without a try spent (" + left + " left, " + Integer.toHexString(sw) + ")";
+            }
+            return null;
+        }
+
+        /** Whether the block's CAS fails (else it is genuine and another check must refuse it). */
+        boolean casFails = true;
+    }
+
+    private static List<Attack> rotationAttacks() {
+        List<Attack> attacks = new ArrayList<>();
+        attacks.add(new TransportAttack("forged transport key block") {
+            byte[] forge() {
+                byte[] block = transportBlock(ei, T, T_NEW, 2, null);
+                block[5] = 0x7F;                       // version 2 -> 7F: CAS no longer matches
+                return block;
+            }
+        });
+        attacks.add(new TransportAttack("transport key block under another T") {
+            byte[] forge() {
+                return transportBlock(ei, ATTACKER_KEY, ATTACKER_KEY, 2, null);
+            }
+        });
+        attacks.add(new TransportAttack("transport key block failing its SAS") {
+            {
+                casFails = false;
+            }
+
+            byte[] forge() {
+                return transportBlock(ei, T, ATTACKER_KEY, 2, RefCrypto.kcv8(T_NEW));
+            }
+        });
+        attacks.add(new TransportAttack("transport key of the same version") {
+            {
+                casFails = false;
+            }
+
+            byte[] forge() {
+                return transportBlock(ei, T, T_NEW, 1, null);
+            }
+        });
+        attacks.add(new TransportAttack("transport key shorter than T") {
+            byte[] forge() {
+                return transportBlock(ei, RotationTest.T_NEW, T_NEW, 2, null); // 16 bytes under a 32-byte T
+            }
+
+            void prepare() {
+                ei = ei();
+                Setup.transportKey(ei, RotationTest.T_NEW); // a 32-byte T
+                Setup.serial(ei, SN);
+                ei.ok(ei.command(0x80, 0x58, 0, 0, new byte[] {(byte) RETRY_LIMIT}));
+                Setup.slot(ei, SLOT, 16, 0x01, true);
+                Setup.lock(ei);
+                before = ei.snapshot();
+            }
+
+            String judge() {
+                ei.powerCycle();
+                byte[] kcv = java.util.Arrays.copyOfRange(ei.info(), 4, 7);
+                return java.util.Arrays.equals(RefCrypto.kcv(RotationTest.T_NEW), kcv) ? null
+                        : "a 16-byte transport key replaced a 32-byte one";
+            }
+        });
+        attacks.add(new TransportAttack("genuine application key block as a transport key") {
+            byte[] forge() {
+                return block(ei, NEW_KEY, SLOT, 6, null);
+            }
+        });
+        attacks.add(new Attack("export of the next T without PIN", true) {
+            Card as;
+            boolean block;
+
+            void prepare() {
+                as = rotatingAs();
+            }
+
+            void strike() {
+                Glitch.newCommand();
+                try {
+                    Card.Response response = as.send(apdu("80620000",
+                            RefCrypto.concat(new byte[16], new byte[] {(byte) SN.length}, SN), true));
+                    block = response.sw == 0x9000 && response.data.length == 48;
+                } catch (Throwable e) {
+                    block = false;
+                }
+            }
+
+            String judge() {
+                return block ? "a transport key block without a verified PIN" : null;
+            }
+        });
+        attacks.add(new Attack("retire without PIN", true) {
+            Card as;
+            String before;
+
+            void prepare() {
+                as = rotatingAs();
+                before = as.snapshot();
+            }
+
+            void strike() {
+                send(as, apdu("80640000", new byte[] {0, 2}, false));
+            }
+
+            String judge() {
+                as.powerCycle();
+                return before.equals(as.snapshot()) ? null : "the transport key retired without a verified PIN";
+            }
+        });
+        attacks.add(new Attack("PUT NEXT TRANSPORT KEY after LOCK", true) {
+            Card as;
+            String before;
+
+            void prepare() {
+                as = lockedAs(0xFFFF);
+                Setup.verify(as, Setup.PIN);
+                before = as.snapshot();
+            }
+
+            void strike() {
+                send(as, apdu("80600000", RefCrypto.concat(new byte[] {0, 2}, ATTACKER_KEY), false));
+            }
+
+            String judge() {
+                as.powerCycle();
+                return before.equals(as.snapshot()) ? null : "a next transport key of the attacker's in the AS";
+            }
+        });
+        attacks.add(new Attack("export under a transport key version not held", true) {
+            Card as;
+            byte[] response;
+
+            void prepare() {
+                as = lockedAs(0xFFFF);
+                Setup.verify(as, Setup.PIN);
+            }
+
+            void strike() {
+                byte[] data = RefCrypto.concat(new byte[] {REF1, SLOT}, new byte[16], new byte[] {(byte) SN.length}, SN);
+                Glitch.newCommand();
+                try {
+                    Card.Response answer = as.send(apdu("804A0002", data, true));
+                    // a key block of REF1 (not, say, INFO answered with 9000)
+                    response = answer.sw == 0x9000 && answer.data.length == 48 && answer.data[0] == 1
+                            && answer.data[7] == REF1 ? answer.data : null;
+                    leaked |= response != null && response.length == 48 && leaks(response);
+                } catch (Throwable e) {
+                    response = null;
+                }
+            }
+
+            String judge() {
+                if (response == null) {
+                    return null;
+                }
+                byte[] expected = new RefCrypto.Load(T, KEY, SN, new byte[16], REF1, SLOT, 0x01, 1, false).block();
+                return java.util.Arrays.equals(expected, response) ? null
+                        : "a block under a key that is not the set's T";
+            }
+        });
         return attacks;
     }
 

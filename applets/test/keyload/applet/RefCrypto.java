@@ -122,4 +122,19 @@ final class RefCrypto {
             return concat(header, encTa, sas, cas);
         }
     }
+
+    /**
+     * The transport key block of PROTOCOL.md §9 carrying {@code tNew} (its version {@code version}) for
+     * the EI {@code sn} and challenge {@code r}, under keys derived from the current transport key {@code t}.
+     */
+    static byte[] transportBlock(byte[] t, byte[] tNew, int version, byte[] sn, byte[] r) {
+        byte[] sessionContext = concat(r, new byte[] {0});
+        byte[] t1 = kdf(t, 0x10, t.length, sn);
+        byte[] kEnc = kdf(t1, 0x11, t.length, sessionContext);
+        byte[] kMac = kdf(t1, 0x12, t.length, sessionContext);
+        byte[] header = {2, 0, (byte) tNew.length, 0, (byte) (version >> 8), (byte) version, 0, 0};
+        byte[] encT = aes(Cipher.ENCRYPT_MODE, "AES/CBC/NoPadding", kEnc, Arrays.copyOf(tNew, (tNew.length + 15) / 16 * 16));
+        byte[] body = concat(header, encT, kcv8(tNew));
+        return concat(body, cmac(kMac, body));
+    }
 }

@@ -12,6 +12,11 @@ final class Setup {
         card.ok(card.command(0x80, 0x50, 0, 0, t));
     }
 
+    /** PUT NEXT TRANSPORT KEY (PROTOCOL.md §9), SETUP. */
+    static void nextTransportKey(Card as, int version, byte[] t) {
+        as.ok(as.command(0x80, 0x60, 0, 0, RefCrypto.concat(new byte[] {(byte) (version >> 8), (byte) version}, t)));
+    }
+
     static void appKey(Card as, int ref, int usage, int version, boolean diversify, int limit, byte[] key) {
         byte[] fields = {(byte) ref, (byte) usage, (byte) (version >> 8), (byte) version,
             (byte) (diversify ? 1 : 0), (byte) (limit >> 8), (byte) limit};
