@@ -5,10 +5,9 @@ and a summary; exit code 1 when any key failed."""
 from __future__ import annotations
 
 import sys
-import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
@@ -17,26 +16,13 @@ from .. import workflow
 from ..audit import EVENT_SESSION_END, EVENT_SESSION_START, AuditLog, AuditSink, NullAuditLog
 from ..cards import AsCard, EiCard
 from ..config import Load, check_loads, load_job
-from ..secret_sources import Secret, SecretKind, SecretSource, load_secret
+from ..secret_sources import Secret, SecretKind, load_secret
 from ..tables import format_table
-from ..transport import Pcsc, PcscTransport
+from ..transport import Pcsc
 from . import options, progress, units
 from .inventory import STORE_HELP, feed_inventory
 from .options import READER_HELP, parse_loads
-
-PIN_LABEL = "AS operator PIN"
-CLOSE_TIMEOUT = 2.0
-"""Seconds closing one connection or context may take when the session ends."""
-
-
-def _pin_source(pin_env: str | None, pin_file: Path | None) -> SecretSource:
-    if pin_env and pin_file:
-        raise click.UsageError("give --pin-env or --pin-file, not both")
-    if pin_env:
-        return SecretSource(env=pin_env)
-    if pin_file:
-        return SecretSource(file=pin_file)
-    return SecretSource(prompt=True)
+from .session import PIN_LABEL, Contexts, ei_opener, pin_source, resolve_readers
 
 
 def _summary(results: Sequence[workflow.LoadResult]) -> None:
@@ -67,70 +53,9 @@ def _result_line(result: workflow.LoadResult) -> None:
     click.echo(line + (f" ({result.reason})" if result.reason else ""))
 
 
-class _Contexts:
-    """One PC/SC context per reader: the readers are served at the same time, each from a thread
-    of its own, and pcsc-lite runs one call at a time per context. Closing gives each connection
-    and context a few seconds: a reader that stalled may never answer the command still pending,
-    and the session must end all the same (the process lets go of what is left)."""
-
-    def __init__(self) -> None:
-        self._contexts: dict[str, Pcsc] = {}
-        self._connections: list[PcscTransport] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, reader: str) -> Pcsc:
-        with self._lock:
-            if reader not in self._contexts:
-                self._contexts[reader] = options.pcsc()
-            return self._contexts[reader]
-
-    def connect(self, reader: str, *, reset: bool) -> PcscTransport:
-        """A connection for the whole session, closed with the contexts (an AS is reset then, so
-        that its verified PIN does not outlive the session; an EI is not, see ``PcscTransport``)."""
-        transport = self(reader).connect(reader, reset=reset)
-        with self._lock:
-            self._connections.append(transport)
-        return transport
-
-    def close(self) -> None:
-        with self._lock:
-            closers = [t.disconnect for t in self._connections]
-            closers += [context.close for context in self._contexts.values()]
-        for close in closers:
-            thread = threading.Thread(target=close, daemon=True)
-            thread.start()
-            thread.join(CLOSE_TIMEOUT)
-
-
-def _connect_ei(pcsc: Pcsc, reader: str) -> PcscTransport:
-    """An EI connection for loading: closed without a reset (see ``PcscTransport``)."""
-    return pcsc.connect(reader, reset=False)
-
-
-def _ei_opener(contexts: _Contexts) -> workflow.EiOpener:
-    @contextmanager
-    def open_ei(reader: str) -> Iterator[EiCard]:
-        with _connect_ei(contexts(reader), reader) as transport:
-            yield EiCard(transport)
-
-    return open_ei
-
-
-def _resolve_readers(
-    pcsc: Pcsc, as_readers: Sequence[str], ei_readers: Sequence[str]
-) -> tuple[list[str], list[str]]:
-    as_names = [pcsc.find_reader(pattern) for pattern in as_readers]
-    ei_names = [pcsc.find_reader(pattern) for pattern in ei_readers]
-    names = as_names + ei_names
-    for name in names:
-        if names.count(name) > 1:
-            raise click.UsageError(f"reader '{name}' is given twice (AS and EI readers differ)")
-    return as_names, ei_names
-
-
 def _run(
     pcsc: Pcsc,
-    contexts: _Contexts,
+    contexts: Contexts,
     as_cards: Sequence[AsCard],
     ei_names: Sequence[str],
     loads: Sequence[Load],
@@ -169,7 +94,7 @@ def _run(
                 loads,
                 audit,
                 read_pin,
-                _ei_opener(contexts),
+                ei_opener(contexts),
                 pcsc.watch(ei_names),
                 run_units.all_loaded,
                 apdu_timeout=apdu_timeout,
@@ -312,15 +237,15 @@ def personalize(
     problems = check_loads(loads)
     if problems:
         raise click.UsageError("; ".join(problems))
-    pin_source = _pin_source(pin_env, pin_file)
+    source = pin_source(pin_env, pin_file)
     # A PIN file or variable is checked before any card is touched; only a prompt waits for the
     # cards to be checked, so that nobody types the PIN for a batch that cannot run.
-    early_pin = None if pin_source.prompt else load_secret(pin_source, SecretKind.PIN, PIN_LABEL)
+    early_pin = None if source.prompt else load_secret(source, SecretKind.PIN, PIN_LABEL)
 
     def read_pin() -> Secret:
         if early_pin is not None:
             return early_pin
-        return load_secret(pin_source, SecretKind.PIN, PIN_LABEL)
+        return load_secret(source, SecretKind.PIN, PIN_LABEL)
 
     results: list[workflow.LoadResult] = []
     reconciliation = None
@@ -335,8 +260,8 @@ def personalize(
         audit = feed_inventory(stack, audit, audit_path, store)  # inventory: after the journal
         gates = run_units.gates(stack, audit, audit_path, store)
         pcsc = stack.enter_context(options.pcsc())
-        as_names, ei_names = _resolve_readers(pcsc, as_readers, ei_readers)
-        contexts = _Contexts()
+        as_names, ei_names = resolve_readers(pcsc, as_readers, ei_readers)
+        contexts = Contexts()
         stack.callback(contexts.close)
         as_cards = [AsCard(contexts.connect(name, reset=True)) for name in as_names]
         audit.record(

@@ -21,7 +21,7 @@ from ..tables import format_table
 from . import options
 from .inventory import STORE_HELP, feed_inventory
 from .options import READER_HELP, open_reader, reader_option
-from .personalize import PIN_LABEL, _Contexts, _ei_opener, _pin_source, _resolve_readers
+from .session import PIN_LABEL, Contexts, ei_opener, pin_source, resolve_readers
 
 _PIN_OPTIONS = (
     click.option("--pin-env", metavar="VAR", help="Read the AS operator PIN from this variable."),
@@ -41,7 +41,7 @@ def _with_pin_options(function):  # type: ignore[no-untyped-def]
 
 def _pin_reader(pin_env: str | None, pin_file: Path | None, stack: ExitStack):  # type: ignore[no-untyped-def]
     """The PIN source, read early when it is a file or a variable (checked before any card)."""
-    source = _pin_source(pin_env, pin_file)
+    source = pin_source(pin_env, pin_file)
     early = None if source.prompt else load_secret(source, SecretKind.PIN, PIN_LABEL)
     if early is not None:
         stack.callback(early.wipe)
@@ -138,8 +138,8 @@ def rotate_transport(
         )
         audit = feed_inventory(stack, audit, audit_path, store)
         pcsc = stack.enter_context(options.pcsc())
-        as_names, ei_names = _resolve_readers(pcsc, as_readers, ei_readers)
-        contexts = _Contexts()
+        as_names, ei_names = resolve_readers(pcsc, as_readers, ei_readers)
+        contexts = Contexts()
         stack.callback(contexts.close)
         as_cards = [AsCard(contexts.connect(name, reset=True)) for name in as_names]
         audit.record(
@@ -155,7 +155,7 @@ def rotate_transport(
                     as_cards,
                     audit,
                     read_pin,
-                    _ei_opener(contexts),
+                    ei_opener(contexts),
                     pcsc.watch(ei_names),
                     lambda: False,
                     apdu_timeout=apdu_timeout,
