@@ -19,7 +19,8 @@ public class T0CardTest {
 
     private static final HexFormat HEX = HexFormat.of().withUpperCase();
     private static final int INFO_T_LENGTH = 3;
-    private static final int INFO_FIXED_BYTES = 11;
+    /** INFO without a serial: the 11 bytes of PROTOCOL.md §4.1 and the 8 of the §9.2 extension. */
+    private static final int INFO_FIXED_BYTES = 11 + 8;
     private static final String GET_INFO = "8040000000";
     private static final String TRANSPORT_KEY = "404142434445464748494A4B4C4D4E4F";
 
@@ -55,8 +56,8 @@ public class T0CardTest {
     public void getInfoWithLe00Answers6CxxAndTheRepeatGetsIt() {
         SimulatedCard as = SimulatedCard.blank(new Roles().lookup("AS"), CardProtocol.T0);
         send(as, selectCommand("AS"));
-        assertEquals("6C0B", hex(send(as, GET_INFO)));
-        byte[] info = send(as, "804000000B");
+        assertEquals("6C13", hex(send(as, GET_INFO)));
+        byte[] info = send(as, "8040000013");
         assertEquals(Apdus.SW_OK, Apdus.sw(info));
         assertEquals(INFO_FIXED_BYTES + 2, info.length);
     }
@@ -66,7 +67,7 @@ public class T0CardTest {
         SimulatedCard ei = SimulatedCard.blank(new Roles().lookup("EI"), CardProtocol.T0);
         send(ei, selectCommand("EI"));
         assertEquals("9000", hex(send(ei, "8050000010" + TRANSPORT_KEY)));
-        byte[] info = send(ei, "804000000B");
+        byte[] info = send(ei, "8040000013");
         assertEquals(16, info[INFO_T_LENGTH]);
         assertEquals("GET CHALLENGE of a blank EI is refused, not 6Cxx", "6985", hex(send(ei, "0084000010")));
     }
