@@ -19,6 +19,7 @@ from adversarial_support import (
     WRONG_PIN,
     AppKey,
     Bench,
+    command,
     exchange,
     export_data,
     export_for,
@@ -33,6 +34,7 @@ from keyload_host.apdu import CardError
 from keyload_host.cards import AsCard, EiCard
 from keyload_host.config import SlotConfig
 from keyload_host.protocol import (
+    CLA_ISO,
     KEY_LENGTHS,
     SW,
     SW_VERIFY_FAILED_BASE,
@@ -281,6 +283,32 @@ def test_export_needs_the_pin_verified_since_selection(bench: Bench) -> None:
         card.select()
         refused(card.transport, export, SW.SECURITY_STATUS_NOT_SATISFIED)
         card.verify_pin(PIN)
+
+
+VERIFY_ASKING = command(CLA_ISO, Ins.VERIFY, 0, 0x81)
+"""VERIFY without data: generic ISO 7816 middleware sends it to ask for the tries left."""
+
+
+def test_verify_without_data_asks_and_never_spends_a_try(bench: Bench) -> None:
+    """v1.1 §8 amendment 2: in v1, three of these blocked the master card for good."""
+    card = bench.as_card(MAIN_AS)
+    card.select()
+    for _ in range(5):
+        refused(card.transport, VERIFY_ASKING, SW_VERIFY_FAILED_BASE | 3)
+    card.verify_pin(PIN)
+    assert exchange(card.transport, VERIFY_ASKING).sw == SW.OK
+    export = proprietary(Ins.EXPORT_KEY, export_data(AUTH.ref1, 1, bytes(16), SERIAL_A), LE_ANY)
+    assert exchange(card.transport, export).sw == SW.OK, "asking did not unverify the PIN"
+
+
+def test_an_export_the_host_cannot_receive_is_refused_before_it_is_counted(bench: Bench) -> None:
+    """v1.1 §8 amendment 3: no Le (a case 3 command) or a Le other than 00 or the block's length
+    answers 6700 with nothing counted; the same export with Le 00 goes through."""
+    card = verified(bench, MAIN_AS)
+    data = export_data(AUTH.ref1, 1, bytes(16), SERIAL_A)
+    for le in (None, 0x10):
+        refused(card.transport, proprietary(Ins.EXPORT_KEY, data, le), SW.WRONG_LENGTH)
+    assert exchange(card.transport, proprietary(Ins.EXPORT_KEY, data, LE_ANY)).sw == SW.OK
 
 
 def test_three_wrong_pins_block_the_as_for_good(bench: Bench) -> None:
