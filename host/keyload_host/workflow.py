@@ -979,7 +979,8 @@ def failed(results: Iterable[LoadResult]) -> bool:
     return any(result.outcome == Outcome.FAILED for result in results)
 
 
-def _refuse(audit: AuditSink, reader: str, error: PreflightError) -> NoReturn:
+def refuse(audit: AuditSink, reader: str, error: PreflightError) -> NoReturn:
+    """Record each problem of ``error`` (``preflight_refused``, with the AS reader), raise it."""
     for problem in error.problems:
         audit.record(EVENT_PREFLIGHT_REFUSED, reader=reader, message=problem)
     raise error
@@ -989,7 +990,12 @@ def _as_cards(as_card: AsCard | Sequence[AsCard]) -> list[AsCard]:
     return [as_card] if isinstance(as_card, AsCard) else list(as_card)
 
 
-def _open_pool(
+def read_as_states(cards: Sequence[AsCard]) -> list[AsState]:
+    """SELECT and read every AS of a pool (``read_as``), in the order given."""
+    return [AsState(card.reader, *read_as(card)) for card in cards]
+
+
+def open_pool(
     cards: Sequence[AsCard],
     states: Sequence[AsState],
     read_pin: Callable[[], Secret],
@@ -1005,6 +1011,32 @@ def _open_pool(
         for session in sessions:
             session.card = AsCard(watchdog.watch(session.card.transport))
     return AsPool(sessions, audit)
+
+
+def pool_without_pin(
+    cards: Sequence[AsCard], states: Sequence[AsState], audit: AuditSink
+) -> AsPool:
+    """The pool of AS cards as read, no PIN verified: for a run with nothing to export."""
+    return AsPool(
+        [AsSession(c, s.info, dict(s.keys)) for c, s in zip(cards, states, strict=True)], audit
+    )
+
+
+def open_checked_pool(
+    cards: Sequence[AsCard],
+    check: Callable[[Sequence[AsState]], list[str]],
+    read_pin: Callable[[], Secret],
+    audit: AuditSink,
+) -> tuple[AsPool, Watchdog]:
+    """Read the AS cards, check them (``check`` returns the problems: any refuses the run, see
+    ``refuse``), then VERIFY the PIN on each (``open_pool``). Returns the pool and the watchdog
+    that watches its cards, for the EI cards' service."""
+    states = read_as_states(cards)
+    problems = check(states)
+    if problems:
+        refuse(audit, cards[0].reader, PreflightError(problems))
+    watchdog = Watchdog()
+    return open_pool(cards, states, read_pin, audit, watchdog), watchdog
 
 
 def run_batch(
@@ -1030,13 +1062,13 @@ def run_batch(
     away is reported (``on_card``) and left out; the others go on.
     """
     cards = _as_cards(as_card)
-    states = [AsState(card.reader, *read_as(card)) for card in cards]
+    states = read_as_states(cards)
     eis = [read_ei(card) for card in ei_cards]
     refused: list[CardReport] = []
     if gates:  # the AS cards and the gates are checked before a gate changes any card
         problems = check_as_pool(states, loads) + check_gates(gates, states, loads)
         if problems:
-            _refuse(audit, cards[0].reader, PreflightError(problems))
+            refuse(audit, cards[0].reader, PreflightError(problems))
         admitted = []
         for card, ei in zip(ei_cards, eis, strict=True):
             try:
@@ -1050,14 +1082,12 @@ def run_batch(
     try:
         plans = plan(states, eis, loads)
     except PreflightError as error:
-        _refuse(audit, cards[0].reader, error)
+        refuse(audit, cards[0].reader, error)
     service_watchdog = Watchdog()
     if any(card_plan.to_load for card_plan in plans):
-        pool = _open_pool(cards, states, read_pin, audit, service_watchdog)
+        pool = open_pool(cards, states, read_pin, audit, service_watchdog)
     else:  # everything is loaded already: no export, so no PIN to ask
-        pool = AsPool(
-            [AsSession(c, s.info, dict(s.keys)) for c, s in zip(cards, states, strict=True)], audit
-        )
+        pool = pool_without_pin(cards, states, audit)
     if on_plan:
         on_plan(plans)
     if on_card:  # the cards a gate turned away, after the plan as the others' reports
@@ -1104,13 +1134,12 @@ def run_watch(
 ) -> list[LoadResult]:
     """Check the AS cards (and the gates against them), ask for the PIN, then serve EI cards
     as they come (see ``watch``)."""
-    cards = _as_cards(as_card)
-    states = [AsState(card.reader, *read_as(card)) for card in cards]
-    problems = check_as_pool(states, loads) + check_gates(gates, states, loads)
-    if problems:
-        _refuse(audit, cards[0].reader, PreflightError(problems))
-    watchdog = Watchdog()
-    pool = _open_pool(cards, states, read_pin, audit, watchdog)
+    pool, watchdog = open_checked_pool(
+        _as_cards(as_card),
+        lambda states: check_as_pool(states, loads) + check_gates(gates, states, loads),
+        read_pin,
+        audit,
+    )
     return watch(
         pool,
         loads,
