@@ -44,6 +44,7 @@ from keyload_host.workflow import (
     run_batch,
     run_watch,
 )
+from test_cli import PERSONALIZE
 from test_workflow import LOADS, SN1, SN2, ListAudit, Readers, standard_as, standard_ei
 
 SN3 = bytes.fromhex("4B4C000000000003")
@@ -167,22 +168,7 @@ def cli(*args: str) -> object:
 
 
 def personalize(audit: Path, *extra: str) -> object:
-    return cli(
-        "personalize",
-        "--as-reader",
-        "AS reader",
-        "--ei-reader",
-        "EI reader 1",
-        "--ei-reader",
-        "EI reader 2",
-        "--load",
-        "03:01",
-        "--pin-env",
-        "PIN",
-        "--audit",
-        str(audit),
-        *extra,
-    )
+    return cli(*PERSONALIZE, "--pin-env", "PIN", "--audit", str(audit), *extra)
 
 
 def cli_station() -> dict[str, FakeApplet | None]:
