@@ -389,15 +389,22 @@ def test_an_enrolment_that_cannot_fit_the_as_is_refused_before_the_pin(
     assert readers.transports["EI A"].sent == []
 
 
-def test_enrolment_needs_an_audit_log_and_an_inventory(fake_readers, tmp_path: Path) -> None:
-    fake_readers(cli_station())
-    key = tmp_path / "t.key"
+def write_template(folder: Path) -> Path:
+    """An EI template in ``folder`` (ei.toml, one 16-byte auth slot) and its transport key T16
+    (t.key, chmod 600); returns the template's path."""
+    key = folder / "t.key"
     key.write_text(T16.hex() + "\n")
     key.chmod(0o600)
-    template = tmp_path / "ei.toml"
+    template = folder / "ei.toml"
     template.write_text(
         'transport_key = { file = "t.key" }\n[[slots]]\nref = 1\nkey_length = 16\nusage = "auth"\n'
     )
+    return template
+
+
+def test_enrolment_needs_an_audit_log_and_an_inventory(fake_readers, tmp_path: Path) -> None:
+    fake_readers(cli_station())
+    template = write_template(tmp_path)
     arguments = [
         "--ei-template",
         str(template),
@@ -417,13 +424,7 @@ def test_the_cli_enrols_a_blank_card_from_a_range(fake_readers, tmp_path: Path) 
     readers = cli_station()
     readers["EI reader 2"] = blank()
     fake_readers(readers)
-    key = tmp_path / "t.key"
-    key.write_text(T16.hex() + "\n")
-    key.chmod(0o600)
-    template = tmp_path / "ei.toml"
-    template.write_text(
-        'transport_key = { file = "t.key" }\n[[slots]]\nref = 1\nkey_length = 16\nusage = "auth"\n'
-    )
+    template = write_template(tmp_path)
     audit = tmp_path / "audit.jsonl"
     result = personalize(
         audit, "--ei-template", str(template), "--serial-range", "4B4C000000000101-4B4C0000000001FF"
