@@ -9,7 +9,7 @@ or why it failed), which the inventory stores with the others."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -21,8 +21,6 @@ from .secret_sources import Secret
 from .transport import TransportError
 from .workflow import (
     APDU_TIMEOUT,
-    BUSY_LOOK_INTERVAL,
-    STOPPED_BY_OPERATOR,
     WAIT_TIMEOUT,
     AsPool,
     AsSession,
@@ -40,6 +38,7 @@ from .workflow import (
     pool_without_pin,
     read_as_states,
     refuse,
+    serve_inserted,
 )
 
 EVENT_TRANSPORT_KEY = "transport_key"
@@ -279,12 +278,7 @@ class _Results:
 
 
 def _join(service: Service) -> None:
-    try:
-        service.join()
-    except KeyboardInterrupt:
-        service.stop.set(STOPPED_BY_OPERATOR)
-        service.join()
-        raise
+    service.join_or_stop()
     if service.as_lost:
         raise service.as_lost
 
@@ -350,7 +344,6 @@ def run_watch(
     pool, watchdog = open_checked_pool(as_cards, check_as_pool, read_pin, audit)
     collected = _Results(on_card)
     service = Service(pool, audit, None, None, apdu_timeout, watchdog)
-    served: dict[str, int] = {}
 
     def work(reader: str) -> Callable[[Stop], RotationResult | CardReport]:
         def serve(stop: Stop) -> RotationResult | CardReport:
@@ -364,30 +357,14 @@ def run_watch(
 
         return serve
 
-    try:
-        while True:
-            if not service.busy() and should_stop():
-                break
-            busy = service.busy_readers()
-            started = False
-            cards: Mapping[str, int | None] = readers.cards()
-            for reader, card in cards.items():
-                if card is None or served.get(reader) == card or reader in busy:
-                    continue
-                served[reader] = card
-                service.start(reader, collected.work(work(reader)))
-                started = True
-            if service.as_lost:
-                service.join()
-                raise service.as_lost
-            if service.busy():
-                service.wait(BUSY_LOOK_INTERVAL)
-            elif not started:
-                readers.wait(wait_timeout)
-    except KeyboardInterrupt:
-        service.stop.set(STOPPED_BY_OPERATOR)
-        service.join()
-        raise
+    serve_inserted(
+        service,
+        readers,
+        should_stop,
+        wait_timeout,
+        lambda reader: collected.work(work(reader)),
+        lambda: service.as_lost,
+    )
     return collected.results + [_as_result(report) for report in collected.problems]
 
 

@@ -869,6 +869,16 @@ class _Service:
         while self.busy():
             self.wait(BUSY_LOOK_INTERVAL * 10)
 
+    def join_or_stop(self) -> None:
+        """``join``; on Ctrl-C, every card stops after its current step, is waited for, and the
+        interrupt goes on up."""
+        try:
+            self.join()
+        except KeyboardInterrupt:
+            self.stop.set(STOPPED_BY_OPERATOR)
+            self.join()
+            raise
+
     def _check_stalls(self) -> None:
         for reader, what in self.watchdog.stalled(self.apdu_timeout).items():
             message = (
@@ -924,6 +934,34 @@ def watch(
     swapped in, however fast) is a new card to the reader, checked again and skipped if done.
     """
     service = _Service(pool, audit, on_result, on_card, apdu_timeout, watchdog or Watchdog())
+    try:
+        serve_inserted(
+            service,
+            readers,
+            should_stop,
+            wait_timeout,
+            lambda reader: _watch_work(service, open_ei, reader, loads, gates),
+            lambda: service.failure or service.as_lost,
+        )
+    except AsUnavailableError as error:
+        error.results = service.results()
+        raise
+    return service.results()
+
+
+def serve_inserted(
+    service: _Service,
+    readers: CardWatch,
+    should_stop: Callable[[], bool],
+    wait_timeout: float,
+    work: Callable[[str], Callable[[Stop], CardReport]],
+    ended: Callable[[], Exception | None],
+) -> None:
+    """The watch loop: serve ``work(reader)`` for each card inserted into a reader (once per
+    card: one left in its reader is served once), until ``should_stop()`` (asked whenever no
+    card is being served). When ``ended()`` names an error, the cards being served finish and
+    what ``ended()`` then names is raised; Ctrl-C stops every card after its current step, waits
+    for them, and goes on up."""
     served: dict[str, int] = {}
     try:
         while True:
@@ -935,11 +973,11 @@ def watch(
                 if card is None or served.get(reader) == card or reader in busy:
                     continue
                 served[reader] = card
-                service.start(reader, _watch_work(service, open_ei, reader, loads, gates))
+                service.start(reader, work(reader))
                 started = True
-            if service.as_lost or service.failure:
+            if ended():
                 service.join()
-                raise service.failure or service.as_lost  # type: ignore[misc]
+                raise ended()  # type: ignore[misc]
             if service.busy():
                 service.wait(BUSY_LOOK_INTERVAL)
             elif not started:  # nothing to serve: sleep until a reader changes
@@ -948,10 +986,6 @@ def watch(
         service.stop.set(STOPPED_BY_OPERATOR)
         service.join()
         raise
-    except AsUnavailableError as error:
-        error.results = service.results()
-        raise
-    return service.results()
 
 
 def _watch_work(
@@ -1102,12 +1136,7 @@ def run_batch(
             return CardReport(card.reader, card_plan.ei.serial, tuple(results))
 
         service.start(ei_card.reader, work)
-    try:
-        service.join()
-    except KeyboardInterrupt:
-        service.stop.set(STOPPED_BY_OPERATOR)
-        service.join()
-        raise
+    service.join_or_stop()
     refused_results = [result for report in refused for result in report.results]
     if service.failure:
         raise service.failure
