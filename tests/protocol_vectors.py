@@ -84,14 +84,39 @@ def _hex(match: re.Match[str], group: str = "hex") -> bytes:
     return bytes.fromhex(match[group] or "")
 
 
+def _vector_bodies(
+    path: Path, section: re.Pattern[str], heading: re.Pattern[str], number: str
+) -> list[tuple[str, str]]:
+    """Each vector of a section of ``path`` as (name, body); ``heading`` captures the name."""
+    found = section.search(path.read_text())
+    if found is None:
+        raise ValueError(f"{path} has no section {number}")
+    parts = heading.split(found.group())
+    return list(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def _session(body: str, vector: str, enc_key: str, export: str, import_: str) -> dict[str, bytes]:
+    """What every vector shows of one EXPORT/IMPORT session, by field name: T1, K_enc, K_mac,
+    the header, the encrypted key (value ``enc_key``), SAS, CAS, and the ``export`` and
+    ``import_`` APDU lines with the AS response."""
+    return {
+        "t1": _hex(_value(body, vector, "T1")),
+        "k_enc": _hex(_value(body, vector, "K_enc")),
+        "k_mac": _hex(_value(body, vector, "K_mac")),
+        "header": _hex(_value(body, vector, "header")),
+        "enc_key": _hex(_value(body, vector, enc_key)),
+        "sas": _hex(_value(body, vector, "SAS")),
+        "cas": _hex(_value(body, vector, "CAS")),
+        "export_apdu": _apdu(body, vector, export),
+        "export_response": _apdu(body, vector, "AS response"),
+        "import_apdu": _apdu(body, vector, import_),
+    }
+
+
 def protocol_vectors(path: Path = PROTOCOL_DOC) -> list[ProtocolVector]:
     """Every vector of §6 of the project's PROTOCOL.md."""
-    section = _SECTION.search(path.read_text())
-    if section is None:
-        raise ValueError(f"{path} has no section 6")
-    parts = _VECTOR_HEADING.split(section.group())
     vectors = []
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+    for name, body in _vector_bodies(path, _SECTION, _VECTOR_HEADING, "6"):
         parameters = _one(_PARAMETERS, body, name, "REF1/REF2/usage/version/diversify")
         transport_key, app_key = _value(body, name, "T"), _value(body, name, "TA")
         unit_keys = _matches(_value_pattern("TA_unit"), body)
@@ -111,18 +136,9 @@ def protocol_vectors(path: Path = PROTOCOL_DOC) -> list[ProtocolVector]:
                 usage=Usage(int(parameters["usage"], 16)),
                 version=int(parameters["version"], 16),
                 diversify=parameters["diversify"] == "True",
-                t1=_hex(_value(body, name, "T1")),
-                k_enc=_hex(_value(body, name, "K_enc")),
-                k_mac=_hex(_value(body, name, "K_mac")),
                 unit_key=_hex(unit_keys[0]) if unit_keys else None,
                 unit_key_kcv=_hex(unit_keys[0], "kcv") if unit_keys else None,
-                header=_hex(_value(body, name, "header")),
-                enc_key=_hex(_value(body, name, "encTA")),
-                sas=_hex(_value(body, name, "SAS")),
-                cas=_hex(_value(body, name, "CAS")),
-                export_apdu=_apdu(body, name, "EXPORT KEY"),
-                export_response=_apdu(body, name, "AS response"),
-                import_apdu=_apdu(body, name, "IMPORT KEY"),
+                **_session(body, name, "encTA", "EXPORT KEY", "IMPORT KEY"),
             )
         )
     return vectors
@@ -158,12 +174,8 @@ _ROTATION_HEADING = re.compile(r"^### (R\d+):.*$", re.MULTILINE)
 
 def rotation_vectors(path: Path = PROTOCOL_DOC) -> list[RotationVector]:
     """Every vector of §9.8 of the project's PROTOCOL.md."""
-    section = _ROTATION_SECTION.search(path.read_text())
-    if section is None:
-        raise ValueError(f"{path} has no section 9.8")
-    parts = _ROTATION_HEADING.split(section.group())
     vectors = []
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+    for name, body in _vector_bodies(path, _ROTATION_SECTION, _ROTATION_HEADING, "9.8"):
         old, new = _value(body, name, "T"), _value(body, name, "T_new")
         vectors.append(
             RotationVector(
@@ -175,16 +187,7 @@ def rotation_vectors(path: Path = PROTOCOL_DOC) -> list[RotationVector]:
                 serial=_hex(_value(body, name, "SN")),
                 challenge=_hex(_value(body, name, "R")),
                 version=int(_value(body, name, "version")["hex"], 16),
-                t1=_hex(_value(body, name, "T1")),
-                k_enc=_hex(_value(body, name, "K_enc")),
-                k_mac=_hex(_value(body, name, "K_mac")),
-                header=_hex(_value(body, name, "header")),
-                enc_key=_hex(_value(body, name, "encT")),
-                sas=_hex(_value(body, name, "SAS")),
-                cas=_hex(_value(body, name, "CAS")),
-                export_apdu=_apdu(body, name, "EXPORT TRANSPORT KEY"),
-                export_response=_apdu(body, name, "AS response"),
-                import_apdu=_apdu(body, name, "IMPORT TRANSPORT KEY"),
+                **_session(body, name, "encT", "EXPORT TRANSPORT KEY", "IMPORT TRANSPORT KEY"),
             )
         )
     return vectors

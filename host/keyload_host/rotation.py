@@ -9,20 +9,18 @@ or why it failed), which the inventory stores with the others."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from .apdu import CardError
-from .audit import EVENT_CARD_FAILED, EVENT_PREFLIGHT_REFUSED, AuditSink, as_identity
+from .audit import EVENT_CARD_FAILED, AuditSink, as_identity
 from .cards import AsCard, EiCard
 from .protocol import Info, LifeCycle, ProtocolError, kcv_text
 from .secret_sources import Secret
 from .transport import TransportError
 from .workflow import (
     APDU_TIMEOUT,
-    BUSY_LOOK_INTERVAL,
-    STOPPED_BY_OPERATOR,
     WAIT_TIMEOUT,
     AsPool,
     AsSession,
@@ -35,8 +33,12 @@ from .workflow import (
     Service,
     Stop,
     Watchdog,
-    open_session,
-    read_as,
+    open_checked_pool,
+    open_pool,
+    pool_without_pin,
+    read_as_states,
+    refuse,
+    serve_inserted,
 )
 
 EVENT_TRANSPORT_KEY = "transport_key"
@@ -244,26 +246,6 @@ def rotate_card(
         return _CardRun(pool, ei_card, audit, on_result).run(info, stop or Stop())
 
 
-def _refuse(audit: AuditSink, reader: str, problems: Sequence[str]) -> PreflightError:
-    for problem in problems:
-        audit.record(EVENT_PREFLIGHT_REFUSED, reader=reader, message=problem)
-    return PreflightError(problems)
-
-
-def _open_pool(
-    cards: Sequence[AsCard],
-    states: Sequence[AsState],
-    read_pin: Callable[[], Secret],
-    audit: AuditSink,
-    watchdog: Watchdog,
-) -> AsPool:
-    with read_pin() as pin:
-        sessions = [open_session(c, s, pin) for c, s in zip(cards, states, strict=True)]
-    for session in sessions:
-        session.card = AsCard(watchdog.watch(session.card.transport))
-    return AsPool(sessions, audit)
-
-
 _Served = RotationResult | CardReport
 """One card's outcome: its rotation, or why it could not be served."""
 
@@ -296,12 +278,7 @@ class _Results:
 
 
 def _join(service: Service) -> None:
-    try:
-        service.join()
-    except KeyboardInterrupt:
-        service.stop.set(STOPPED_BY_OPERATOR)
-        service.join()
-        raise
+    service.join_or_stop()
     if service.as_lost:
         raise service.as_lost
 
@@ -318,21 +295,18 @@ def run_batch(
     """Rotate the EI cards present now: read and check every card (nothing is written, and no
     PIN asked, when anything is wrong or nothing is left to rotate), then rotate every card at
     once, each in a thread of its own. Cards that hold the next T already are skipped."""
-    states = [AsState(card.reader, *read_as(card)) for card in as_cards]
+    states = read_as_states(as_cards)
     infos = [card.select() for card in ei_cards]
     problems = check_as_pool(states)
     checked = [check_ei(states[0].info, c.reader, i) for c, i in zip(ei_cards, infos, strict=True)]
     problems += [problem for problem, _ in checked if problem]
     if problems:
-        raise _refuse(audit, as_cards[0].reader, problems)
+        refuse(audit, as_cards[0].reader, PreflightError(problems))
     watchdog = Watchdog()
     if all(rotated for _, rotated in checked):
-        sessions = [
-            AsSession(c, s.info, dict(s.keys)) for c, s in zip(as_cards, states, strict=True)
-        ]
-        pool = AsPool(sessions, audit)
+        pool = pool_without_pin(as_cards, states, audit)
     else:
-        pool = _open_pool(as_cards, states, read_pin, audit, watchdog)
+        pool = open_pool(as_cards, states, read_pin, audit, watchdog)
     collected = _Results(on_card)
     service = Service(pool, audit, None, None, apdu_timeout, watchdog)
     for ei_card, info in zip(ei_cards, infos, strict=True):
@@ -367,15 +341,9 @@ def run_watch(
     """Check the AS cards, ask for the PIN, then rotate EI cards as they are inserted, every
     reader at once, until ``should_stop()`` (asked when no card is being served) or Ctrl-C. A
     card left in its reader is served once; one put back in is checked again (and skipped)."""
-    states = [AsState(card.reader, *read_as(card)) for card in as_cards]
-    problems = check_as_pool(states)
-    if problems:
-        raise _refuse(audit, as_cards[0].reader, problems)
-    watchdog = Watchdog()
-    pool = _open_pool(as_cards, states, read_pin, audit, watchdog)
+    pool, watchdog = open_checked_pool(as_cards, check_as_pool, read_pin, audit)
     collected = _Results(on_card)
     service = Service(pool, audit, None, None, apdu_timeout, watchdog)
-    served: dict[str, int] = {}
 
     def work(reader: str) -> Callable[[Stop], RotationResult | CardReport]:
         def serve(stop: Stop) -> RotationResult | CardReport:
@@ -389,30 +357,14 @@ def run_watch(
 
         return serve
 
-    try:
-        while True:
-            if not service.busy() and should_stop():
-                break
-            busy = service.busy_readers()
-            started = False
-            cards: Mapping[str, int | None] = readers.cards()
-            for reader, card in cards.items():
-                if card is None or served.get(reader) == card or reader in busy:
-                    continue
-                served[reader] = card
-                service.start(reader, collected.work(work(reader)))
-                started = True
-            if service.as_lost:
-                service.join()
-                raise service.as_lost
-            if service.busy():
-                service.wait(BUSY_LOOK_INTERVAL)
-            elif not started:
-                readers.wait(wait_timeout)
-    except KeyboardInterrupt:
-        service.stop.set(STOPPED_BY_OPERATOR)
-        service.join()
-        raise
+    serve_inserted(
+        service,
+        readers,
+        should_stop,
+        wait_timeout,
+        lambda reader: collected.work(work(reader)),
+        lambda: service.as_lost,
+    )
     return collected.results + [_as_result(report) for report in collected.problems]
 
 
@@ -420,7 +372,9 @@ def retire(as_card: AsCard, read_pin: Callable[[], Secret], audit: AuditSink) ->
     """RETIRE TRANSPORT KEY on one AS: its next T becomes T. Returns its INFO after."""
     info = as_card.select()
     if not info.holds_next_transport_key:
-        raise _refuse(audit, as_card.reader, [f"the AS in '{as_card.reader}' holds no next T"])
+        refuse(
+            audit, as_card.reader, PreflightError([f"the AS in '{as_card.reader}' holds no next T"])
+        )
     with read_pin() as pin:
         as_card.verify_pin(pin.reveal())
     as_card.retire_transport_key(info.next_transport_version)

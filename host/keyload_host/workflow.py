@@ -869,6 +869,16 @@ class _Service:
         while self.busy():
             self.wait(BUSY_LOOK_INTERVAL * 10)
 
+    def join_or_stop(self) -> None:
+        """``join``; on Ctrl-C, every card stops after its current step, is waited for, and the
+        interrupt goes on up."""
+        try:
+            self.join()
+        except KeyboardInterrupt:
+            self.stop.set(STOPPED_BY_OPERATOR)
+            self.join()
+            raise
+
     def _check_stalls(self) -> None:
         for reader, what in self.watchdog.stalled(self.apdu_timeout).items():
             message = (
@@ -924,6 +934,34 @@ def watch(
     swapped in, however fast) is a new card to the reader, checked again and skipped if done.
     """
     service = _Service(pool, audit, on_result, on_card, apdu_timeout, watchdog or Watchdog())
+    try:
+        serve_inserted(
+            service,
+            readers,
+            should_stop,
+            wait_timeout,
+            lambda reader: _watch_work(service, open_ei, reader, loads, gates),
+            lambda: service.failure or service.as_lost,
+        )
+    except AsUnavailableError as error:
+        error.results = service.results()
+        raise
+    return service.results()
+
+
+def serve_inserted(
+    service: _Service,
+    readers: CardWatch,
+    should_stop: Callable[[], bool],
+    wait_timeout: float,
+    work: Callable[[str], Callable[[Stop], CardReport]],
+    ended: Callable[[], Exception | None],
+) -> None:
+    """The watch loop: serve ``work(reader)`` for each card inserted into a reader (once per
+    card: one left in its reader is served once), until ``should_stop()`` (asked whenever no
+    card is being served). When ``ended()`` names an error, the cards being served finish and
+    what ``ended()`` then names is raised; Ctrl-C stops every card after its current step, waits
+    for them, and goes on up."""
     served: dict[str, int] = {}
     try:
         while True:
@@ -935,11 +973,11 @@ def watch(
                 if card is None or served.get(reader) == card or reader in busy:
                     continue
                 served[reader] = card
-                service.start(reader, _watch_work(service, open_ei, reader, loads, gates))
+                service.start(reader, work(reader))
                 started = True
-            if service.as_lost or service.failure:
+            if ended():
                 service.join()
-                raise service.failure or service.as_lost  # type: ignore[misc]
+                raise ended()  # type: ignore[misc]
             if service.busy():
                 service.wait(BUSY_LOOK_INTERVAL)
             elif not started:  # nothing to serve: sleep until a reader changes
@@ -948,10 +986,6 @@ def watch(
         service.stop.set(STOPPED_BY_OPERATOR)
         service.join()
         raise
-    except AsUnavailableError as error:
-        error.results = service.results()
-        raise
-    return service.results()
 
 
 def _watch_work(
@@ -979,7 +1013,8 @@ def failed(results: Iterable[LoadResult]) -> bool:
     return any(result.outcome == Outcome.FAILED for result in results)
 
 
-def _refuse(audit: AuditSink, reader: str, error: PreflightError) -> NoReturn:
+def refuse(audit: AuditSink, reader: str, error: PreflightError) -> NoReturn:
+    """Record each problem of ``error`` (``preflight_refused``, with the AS reader), raise it."""
     for problem in error.problems:
         audit.record(EVENT_PREFLIGHT_REFUSED, reader=reader, message=problem)
     raise error
@@ -989,7 +1024,12 @@ def _as_cards(as_card: AsCard | Sequence[AsCard]) -> list[AsCard]:
     return [as_card] if isinstance(as_card, AsCard) else list(as_card)
 
 
-def _open_pool(
+def read_as_states(cards: Sequence[AsCard]) -> list[AsState]:
+    """SELECT and read every AS of a pool (``read_as``), in the order given."""
+    return [AsState(card.reader, *read_as(card)) for card in cards]
+
+
+def open_pool(
     cards: Sequence[AsCard],
     states: Sequence[AsState],
     read_pin: Callable[[], Secret],
@@ -1005,6 +1045,32 @@ def _open_pool(
         for session in sessions:
             session.card = AsCard(watchdog.watch(session.card.transport))
     return AsPool(sessions, audit)
+
+
+def pool_without_pin(
+    cards: Sequence[AsCard], states: Sequence[AsState], audit: AuditSink
+) -> AsPool:
+    """The pool of AS cards as read, no PIN verified: for a run with nothing to export."""
+    return AsPool(
+        [AsSession(c, s.info, dict(s.keys)) for c, s in zip(cards, states, strict=True)], audit
+    )
+
+
+def open_checked_pool(
+    cards: Sequence[AsCard],
+    check: Callable[[Sequence[AsState]], list[str]],
+    read_pin: Callable[[], Secret],
+    audit: AuditSink,
+) -> tuple[AsPool, Watchdog]:
+    """Read the AS cards, check them (``check`` returns the problems: any refuses the run, see
+    ``refuse``), then VERIFY the PIN on each (``open_pool``). Returns the pool and the watchdog
+    that watches its cards, for the EI cards' service."""
+    states = read_as_states(cards)
+    problems = check(states)
+    if problems:
+        refuse(audit, cards[0].reader, PreflightError(problems))
+    watchdog = Watchdog()
+    return open_pool(cards, states, read_pin, audit, watchdog), watchdog
 
 
 def run_batch(
@@ -1030,13 +1096,13 @@ def run_batch(
     away is reported (``on_card``) and left out; the others go on.
     """
     cards = _as_cards(as_card)
-    states = [AsState(card.reader, *read_as(card)) for card in cards]
+    states = read_as_states(cards)
     eis = [read_ei(card) for card in ei_cards]
     refused: list[CardReport] = []
     if gates:  # the AS cards and the gates are checked before a gate changes any card
         problems = check_as_pool(states, loads) + check_gates(gates, states, loads)
         if problems:
-            _refuse(audit, cards[0].reader, PreflightError(problems))
+            refuse(audit, cards[0].reader, PreflightError(problems))
         admitted = []
         for card, ei in zip(ei_cards, eis, strict=True):
             try:
@@ -1050,14 +1116,12 @@ def run_batch(
     try:
         plans = plan(states, eis, loads)
     except PreflightError as error:
-        _refuse(audit, cards[0].reader, error)
+        refuse(audit, cards[0].reader, error)
     service_watchdog = Watchdog()
     if any(card_plan.to_load for card_plan in plans):
-        pool = _open_pool(cards, states, read_pin, audit, service_watchdog)
+        pool = open_pool(cards, states, read_pin, audit, service_watchdog)
     else:  # everything is loaded already: no export, so no PIN to ask
-        pool = AsPool(
-            [AsSession(c, s.info, dict(s.keys)) for c, s in zip(cards, states, strict=True)], audit
-        )
+        pool = pool_without_pin(cards, states, audit)
     if on_plan:
         on_plan(plans)
     if on_card:  # the cards a gate turned away, after the plan as the others' reports
@@ -1072,12 +1136,7 @@ def run_batch(
             return CardReport(card.reader, card_plan.ei.serial, tuple(results))
 
         service.start(ei_card.reader, work)
-    try:
-        service.join()
-    except KeyboardInterrupt:
-        service.stop.set(STOPPED_BY_OPERATOR)
-        service.join()
-        raise
+    service.join_or_stop()
     refused_results = [result for report in refused for result in report.results]
     if service.failure:
         raise service.failure
@@ -1104,13 +1163,12 @@ def run_watch(
 ) -> list[LoadResult]:
     """Check the AS cards (and the gates against them), ask for the PIN, then serve EI cards
     as they come (see ``watch``)."""
-    cards = _as_cards(as_card)
-    states = [AsState(card.reader, *read_as(card)) for card in cards]
-    problems = check_as_pool(states, loads) + check_gates(gates, states, loads)
-    if problems:
-        _refuse(audit, cards[0].reader, PreflightError(problems))
-    watchdog = Watchdog()
-    pool = _open_pool(cards, states, read_pin, audit, watchdog)
+    pool, watchdog = open_checked_pool(
+        _as_cards(as_card),
+        lambda states: check_as_pool(states, loads) + check_gates(gates, states, loads),
+        read_pin,
+        audit,
+    )
     return watch(
         pool,
         loads,

@@ -9,7 +9,9 @@ wire (e.g. that no IMPORT KEY was sent after a refused preflight).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from keyload_host import crypto
 from keyload_host.protocol import (
@@ -28,6 +30,8 @@ from keyload_host.protocol import (
     key_block_length,
 )
 from keyload_host.transport import CardRemovedError, TransportStats
+
+_Opened = TypeVar("_Opened")
 
 T16 = bytes.fromhex("404142434445464748494A4B4C4D4E4F")
 OTHER_T16 = bytes(range(0x60, 0x70))
@@ -236,24 +240,36 @@ class FakeApplet:
         self.challenge = os.urandom(16)
         return self.challenge
 
-    def do_import_key(self, _p2: int, data: bytes) -> None:
+    def _spend_challenge(self) -> bytes:
+        """What an IMPORT checks first, as the EI does: not BLOCKED, OPERATIONAL, a challenge;
+        the challenge is spent whatever follows."""
         if self.tries == 0:
             raise Answer(SW.BLOCKED)
         self.require(LifeCycle.OPERATIONAL)
         if self.challenge is None:
             raise Answer(SW.CONDITIONS_NOT_SATISFIED)
         challenge, self.challenge = self.challenge, None
-        if self.import_answer is not None:
-            raise Answer(self.import_answer)
-        if len(data) < 8 or len(data) != key_block_length(data[2]):
-            raise Answer(SW.WRONG_LENGTH)
+        return challenge
+
+    def _open(self, open_block: Callable[[], _Opened]) -> _Opened:
+        """The block opened by ``open_block``; a block that fails verification spends a try."""
         try:
-            opened = crypto.open_key_block(self.transport_key, self.serial, challenge, data)
+            return open_block()
         except crypto.KeyBlockError as error:
             if error.sw == SW_VERIFY_FAILED_BASE:
                 self.tries -= 1
                 raise Answer(SW_VERIFY_FAILED_BASE | self.tries) from None
             raise Answer(error.sw) from None
+
+    def do_import_key(self, _p2: int, data: bytes) -> None:
+        challenge = self._spend_challenge()
+        if self.import_answer is not None:
+            raise Answer(self.import_answer)
+        if len(data) < 8 or len(data) != key_block_length(data[2]):
+            raise Answer(SW.WRONG_LENGTH)
+        opened = self._open(
+            lambda: crypto.open_key_block(self.transport_key, self.serial, challenge, data)
+        )
         slot = self.slots.get(opened.header.ref2)
         if slot is None:
             raise Answer(SW.REFERENCED_DATA_NOT_FOUND)
@@ -290,21 +306,12 @@ class FakeApplet:
         self.next_transport_key, self.next_transport_version = None, 0
 
     def do_import_transport_key(self, _p2: int, data: bytes) -> None:
-        if self.tries == 0:
-            raise Answer(SW.BLOCKED)
-        self.require(LifeCycle.OPERATIONAL)
-        if self.challenge is None:
-            raise Answer(SW.CONDITIONS_NOT_SATISFIED)
-        challenge, self.challenge = self.challenge, None
-        try:
-            opened = crypto.open_transport_key_block(
+        challenge = self._spend_challenge()
+        opened = self._open(
+            lambda: crypto.open_transport_key_block(
                 self.transport_key, self.serial, challenge, data, self.transport_version
             )
-        except crypto.KeyBlockError as error:
-            if error.sw == SW_VERIFY_FAILED_BASE:
-                self.tries -= 1
-                raise Answer(SW_VERIFY_FAILED_BASE | self.tries) from None
-            raise Answer(error.sw) from None
+        )
         self.transport_key, self.transport_version = opened.key, opened.header.version
 
     def do_internal_authenticate(self, p2: int, data: bytes) -> bytes:

@@ -229,21 +229,22 @@ def test_setup_refuses_a_locked_card(fake_readers, tmp_path: Path) -> None:
     assert "is OPERATIONAL: setup is only possible in SETUP" in result.output
 
 
+PERSONALIZE = (
+    "personalize",
+    "--as-reader",
+    "AS reader",
+    "--ei-reader",
+    "EI reader 1",
+    "--ei-reader",
+    "EI reader 2",
+    "--load",
+    "03:01",
+)
+"""``personalize`` of key 03 into slot 01 from the AS reader to EI readers 1 and 2."""
+
+
 def personalize(*extra: str, input: str | None = None, env: dict | None = None):
-    return run(
-        "personalize",
-        "--as-reader",
-        "AS reader",
-        "--ei-reader",
-        "EI reader 1",
-        "--ei-reader",
-        "EI reader 2",
-        "--load",
-        "03:01",
-        *extra,
-        input=input,
-        env=env,
-    )
+    return run(*PERSONALIZE, *extra, input=input, env=env)
 
 
 def test_personalize_asks_the_pin_once_hidden(fake_readers) -> None:

@@ -44,6 +44,7 @@ from keyload_host.workflow import (
     run_batch,
     run_watch,
 )
+from test_cli import PERSONALIZE
 from test_workflow import LOADS, SN1, SN2, ListAudit, Readers, standard_as, standard_ei
 
 SN3 = bytes.fromhex("4B4C000000000003")
@@ -167,22 +168,7 @@ def cli(*args: str) -> object:
 
 
 def personalize(audit: Path, *extra: str) -> object:
-    return cli(
-        "personalize",
-        "--as-reader",
-        "AS reader",
-        "--ei-reader",
-        "EI reader 1",
-        "--ei-reader",
-        "EI reader 2",
-        "--load",
-        "03:01",
-        "--pin-env",
-        "PIN",
-        "--audit",
-        str(audit),
-        *extra,
-    )
+    return cli(*PERSONALIZE, "--pin-env", "PIN", "--audit", str(audit), *extra)
 
 
 def cli_station() -> dict[str, FakeApplet | None]:
@@ -403,15 +389,22 @@ def test_an_enrolment_that_cannot_fit_the_as_is_refused_before_the_pin(
     assert readers.transports["EI A"].sent == []
 
 
-def test_enrolment_needs_an_audit_log_and_an_inventory(fake_readers, tmp_path: Path) -> None:
-    fake_readers(cli_station())
-    key = tmp_path / "t.key"
+def write_template(folder: Path) -> Path:
+    """An EI template in ``folder`` (ei.toml, one 16-byte auth slot) and its transport key T16
+    (t.key, chmod 600); returns the template's path."""
+    key = folder / "t.key"
     key.write_text(T16.hex() + "\n")
     key.chmod(0o600)
-    template = tmp_path / "ei.toml"
+    template = folder / "ei.toml"
     template.write_text(
         'transport_key = { file = "t.key" }\n[[slots]]\nref = 1\nkey_length = 16\nusage = "auth"\n'
     )
+    return template
+
+
+def test_enrolment_needs_an_audit_log_and_an_inventory(fake_readers, tmp_path: Path) -> None:
+    fake_readers(cli_station())
+    template = write_template(tmp_path)
     arguments = [
         "--ei-template",
         str(template),
@@ -431,13 +424,7 @@ def test_the_cli_enrols_a_blank_card_from_a_range(fake_readers, tmp_path: Path) 
     readers = cli_station()
     readers["EI reader 2"] = blank()
     fake_readers(readers)
-    key = tmp_path / "t.key"
-    key.write_text(T16.hex() + "\n")
-    key.chmod(0o600)
-    template = tmp_path / "ei.toml"
-    template.write_text(
-        'transport_key = { file = "t.key" }\n[[slots]]\nref = 1\nkey_length = 16\nusage = "auth"\n'
-    )
+    template = write_template(tmp_path)
     audit = tmp_path / "audit.jsonl"
     result = personalize(
         audit, "--ei-template", str(template), "--serial-range", "4B4C000000000101-4B4C0000000001FF"

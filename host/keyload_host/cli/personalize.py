@@ -16,13 +16,19 @@ from .. import workflow
 from ..audit import EVENT_SESSION_END, EVENT_SESSION_START, AuditLog, AuditSink, NullAuditLog
 from ..cards import AsCard, EiCard
 from ..config import Load, check_loads, load_job
-from ..secret_sources import Secret, SecretKind, load_secret
+from ..secret_sources import Secret
 from ..tables import format_table
 from ..transport import Pcsc
 from . import options, progress, units
 from .inventory import STORE_HELP, feed_inventory
 from .options import READER_HELP, parse_loads
-from .session import PIN_LABEL, Contexts, ei_opener, pin_source, resolve_readers
+from .session import (
+    Contexts,
+    ei_opener,
+    pin_options,
+    pin_reader,
+    resolve_readers,
+)
 
 
 def _summary(results: Sequence[workflow.LoadResult]) -> None:
@@ -190,12 +196,7 @@ def _run(
     help=units.TEMPLATE_HELP,
 )
 @click.option("--serial-range", metavar="FIRST-LAST", help=units.RANGE_HELP)
-@click.option("--pin-env", metavar="VAR", help="Read the AS operator PIN from this variable.")
-@click.option(
-    "--pin-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Read the AS operator PIN from this file (must be chmod 600).",
-)
+@pin_options
 def personalize(
     as_readers: tuple[str, ...],
     ei_readers: tuple[str, ...],
@@ -237,21 +238,10 @@ def personalize(
     problems = check_loads(loads)
     if problems:
         raise click.UsageError("; ".join(problems))
-    source = pin_source(pin_env, pin_file)
-    # A PIN file or variable is checked before any card is touched; only a prompt waits for the
-    # cards to be checked, so that nobody types the PIN for a batch that cannot run.
-    early_pin = None if source.prompt else load_secret(source, SecretKind.PIN, PIN_LABEL)
-
-    def read_pin() -> Secret:
-        if early_pin is not None:
-            return early_pin
-        return load_secret(source, SecretKind.PIN, PIN_LABEL)
-
     results: list[workflow.LoadResult] = []
     reconciliation = None
     with ExitStack() as stack:
-        if early_pin is not None:
-            stack.callback(early_pin.wipe)
+        read_pin = pin_reader(pin_env, pin_file, stack)
         run_units = units.Units.read(stack, expect, ei_template, serial_range)
         run_units.loads = loads
         audit: AuditSink = (

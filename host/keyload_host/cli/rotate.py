@@ -16,40 +16,12 @@ from .. import rotation, workflow
 from ..audit import EVENT_SESSION_END, EVENT_SESSION_START, AuditLog, AuditSink, NullAuditLog
 from ..cards import AsCard, EiCard
 from ..protocol import LifeCycle, kcv_text
-from ..secret_sources import Secret, SecretKind, SecretSource, load_secret
+from ..secret_sources import SecretKind, SecretSource, load_secret
 from ..tables import format_table
 from . import options
 from .inventory import STORE_HELP, feed_inventory
 from .options import READER_HELP, open_reader, reader_option
-from .session import PIN_LABEL, Contexts, ei_opener, pin_source, resolve_readers
-
-_PIN_OPTIONS = (
-    click.option("--pin-env", metavar="VAR", help="Read the AS operator PIN from this variable."),
-    click.option(
-        "--pin-file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Read the AS operator PIN from this file (must be chmod 600).",
-    ),
-)
-
-
-def _with_pin_options(function):  # type: ignore[no-untyped-def]
-    for option in reversed(_PIN_OPTIONS):
-        function = option(function)
-    return function
-
-
-def _pin_reader(pin_env: str | None, pin_file: Path | None, stack: ExitStack):  # type: ignore[no-untyped-def]
-    """The PIN source, read early when it is a file or a variable (checked before any card)."""
-    source = pin_source(pin_env, pin_file)
-    early = None if source.prompt else load_secret(source, SecretKind.PIN, PIN_LABEL)
-    if early is not None:
-        stack.callback(early.wipe)
-
-    def read_pin() -> Secret:
-        return early if early is not None else load_secret(source, SecretKind.PIN, PIN_LABEL)
-
-    return read_pin
+from .session import Contexts, ei_opener, pin_options, pin_reader, resolve_readers
 
 
 def _line(outcome: rotation.RotationResult | workflow.CardReport) -> None:
@@ -109,7 +81,7 @@ def _summary(results: Sequence[rotation.RotationResult]) -> None:
     help="Seconds a reader may take to answer one command.",
 )
 @click.option("--store", metavar="URL", help=STORE_HELP + " 'none': no inventory.")
-@_with_pin_options
+@pin_options
 def rotate_transport(
     as_readers: tuple[str, ...],
     ei_readers: tuple[str, ...],
@@ -132,7 +104,7 @@ def rotate_transport(
     """
     results: list[rotation.RotationResult] = []
     with ExitStack() as stack:
-        read_pin = _pin_reader(pin_env, pin_file, stack)
+        read_pin = pin_reader(pin_env, pin_file, stack)
         audit: AuditSink = (
             stack.enter_context(AuditLog(audit_path)) if audit_path else NullAuditLog()
         )
@@ -240,7 +212,7 @@ def next_transport_key(
 @click.option(
     "--audit", "audit_path", type=click.Path(dir_okay=False, path_type=Path), help="Audit log."
 )
-@_with_pin_options
+@pin_options
 def retire_transport(
     as_reader: str, audit_path: Path | None, pin_env: str | None, pin_file: Path | None
 ) -> None:
@@ -249,7 +221,7 @@ def retire_transport(
     After a rotation campaign: the old transport key is cleared, and EI cards not rotated by then
     can no longer be served by this AS."""
     with ExitStack() as stack:
-        read_pin = _pin_reader(pin_env, pin_file, stack)
+        read_pin = pin_reader(pin_env, pin_file, stack)
         audit: AuditSink = (
             stack.enter_context(AuditLog(audit_path)) if audit_path else NullAuditLog()
         )

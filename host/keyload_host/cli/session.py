@@ -5,15 +5,15 @@ line, and where the AS operator PIN comes from."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import click
 
 from .. import workflow
 from ..cards import EiCard
-from ..secret_sources import SecretSource
+from ..secret_sources import Secret, SecretKind, SecretSource, load_secret
 from ..transport import Pcsc, PcscTransport
 from . import options
 
@@ -30,6 +30,40 @@ def pin_source(pin_env: str | None, pin_file: Path | None) -> SecretSource:
     if pin_file:
         return SecretSource(file=pin_file)
     return SecretSource(prompt=True)
+
+
+_PIN_OPTIONS = (
+    click.option("--pin-env", metavar="VAR", help="Read the AS operator PIN from this variable."),
+    click.option(
+        "--pin-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Read the AS operator PIN from this file (must be chmod 600).",
+    ),
+)
+
+
+def pin_options(function):  # type: ignore[no-untyped-def]
+    """The ``--pin-env`` and ``--pin-file`` options of a command (see ``pin_reader``)."""
+    for option in reversed(_PIN_OPTIONS):
+        function = option(function)
+    return function
+
+
+def pin_reader(
+    pin_env: str | None, pin_file: Path | None, stack: ExitStack
+) -> Callable[[], Secret]:
+    """The PIN source, read early when it is a file or a variable, so that it is checked before
+    any card is touched (and wiped when ``stack`` closes); only a prompt waits for the cards to
+    be checked, so that nobody types the PIN for a batch that cannot run."""
+    source = pin_source(pin_env, pin_file)
+    early = None if source.prompt else load_secret(source, SecretKind.PIN, PIN_LABEL)
+    if early is not None:
+        stack.callback(early.wipe)
+
+    def read_pin() -> Secret:
+        return early if early is not None else load_secret(source, SecretKind.PIN, PIN_LABEL)
+
+    return read_pin
 
 
 class Contexts:

@@ -95,7 +95,7 @@ public class RotationTest {
 
     @Test
     public void oracleReproducesEveryRotationVector() throws IOException {
-        for (RotationVectors.Vector v : RotationVectors.all()) {
+        for (Vectors.Vector v : RotationVectors.all()) {
             byte[] block = RefCrypto.transportBlock(v.bytes("T"), v.bytes("T_new"), v.version(), v.bytes("SN"),
                     v.bytes("R"));
             byte[] t1 = RefCrypto.kdf(v.bytes("T"), 0x10, v.bytes("T").length, v.bytes("SN"));
@@ -111,7 +111,7 @@ public class RotationTest {
 
     @Test
     public void asExportsExactlyTheRotationVectorResponse() throws IOException {
-        for (RotationVectors.Vector v : RotationVectors.all()) {
+        for (Vectors.Vector v : RotationVectors.all()) {
             Card as = Card.as();
             Setup.transportKey(as, v.bytes("T"));
             Setup.appKey(as, 0x03, 0x01, 1, false, 0xFFFF, CardSet.TA_AUTH);
@@ -127,7 +127,7 @@ public class RotationTest {
 
     @Test
     public void eiTakesTheRotationVectorBlockForTheVectorChallenge() throws Exception {
-        for (RotationVectors.Vector v : RotationVectors.all()) {
+        for (Vectors.Vector v : RotationVectors.all()) {
             Card ei = Setup.operationalEi(v.bytes("T"), v.bytes("SN"), 0x01, 16, 0x01);
             assertEquals(1, transportVersion(ei));
             Setup.challenge(ei);

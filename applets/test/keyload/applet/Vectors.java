@@ -20,7 +20,10 @@ final class Vectors {
     private static final Pattern PARAMETER = Pattern.compile("(REF1|REF2|usage|version|diversify)=(\\w+)");
     private static final Pattern APDU = Pattern.compile("^\\s+(EXPORT KEY\\s+->\\s+AS|AS response|IMPORT KEY\\s+->\\s+EI|EI response)\\s*:\\s*([0-9A-F]+)");
 
-    /** One vector: its hex values and parameters by name, and its four APDU lines. */
+    /**
+     * One vector: its hex values and parameters by name, and its four APDU lines (keyed as in
+     * {@code EXPORT_KEY_to_AS}).
+     */
     static final class Vector {
         final String name;
         final Map<String, String> values = new HashMap<>();
@@ -41,6 +44,10 @@ final class Vectors {
             return Integer.parseInt(values.get(key), 16);
         }
 
+        int version() {
+            return number("version");
+        }
+
         boolean diversify() {
             return Boolean.parseBoolean(values.get("diversify").toLowerCase());
         }
@@ -55,12 +62,21 @@ final class Vectors {
     }
 
     static List<Vector> all() throws IOException {
+        return read(HEADING, APDU, PARAMETER, "the three vectors of " + PROTOCOL);
+    }
+
+    /**
+     * The vectors of one section of PROTOCOL.md: from the first heading {@code heading} matches to the next
+     * {@code ## } heading, each vector's values, APDU lines and (where {@code parameter} is not null) the
+     * parameters of its parameter lines. Fewer than three vectors is an error that names {@code expected}.
+     */
+    static List<Vector> read(Pattern heading, Pattern apdu, Pattern parameter, String expected) throws IOException {
         List<Vector> vectors = new ArrayList<>();
         Vector current = null;
         for (String line : Files.readAllLines(PROTOCOL)) {
-            Matcher heading = HEADING.matcher(line);
-            if (heading.find()) {
-                current = new Vector(heading.group(1));
+            Matcher headingLine = heading.matcher(line);
+            if (headingLine.find()) {
+                current = new Vector(headingLine.group(1));
                 vectors.add(current);
                 continue;
             }
@@ -70,22 +86,25 @@ final class Vectors {
             if (line.startsWith("## ")) {
                 break;
             }
-            Matcher apdu = APDU.matcher(line);
-            if (apdu.find()) {
-                current.values.put(apdu.group(1).replaceAll("\\s+->\\s+", " to ").replace(' ', '_'), apdu.group(2));
+            Matcher apduLine = apdu.matcher(line);
+            if (apduLine.find()) {
+                current.values.put(apduLine.group(1).replaceAll("\\s+->\\s+", " to ").replace(' ', '_'),
+                        apduLine.group(2));
                 continue;
             }
             Matcher value = VALUE.matcher(line);
             if (value.find()) {
                 current.values.put(value.group(1), value.group(2));
             }
-            Matcher parameter = PARAMETER.matcher(line);
-            while (parameter.find()) {
-                current.values.put(parameter.group(1), parameter.group(2));
+            if (parameter != null) {
+                Matcher parameters = parameter.matcher(line);
+                while (parameters.find()) {
+                    current.values.put(parameters.group(1), parameters.group(2));
+                }
             }
         }
         if (vectors.size() < 3) {
-            throw new IllegalStateException("expected the three vectors of " + PROTOCOL + ", found " + vectors.size());
+            throw new IllegalStateException("expected " + expected + ", found " + vectors.size());
         }
         return vectors;
     }

@@ -1,12 +1,9 @@
 package keyload.fault;
 
-import java.io.IOException;
-import java.io.InputStream;
-import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
-import javacard.framework.Applet;
+import keyload.rewrite.AppletClassLoader;
 import org.objectweb.asm.ClassReader;
 import org.objectweb.asm.ClassWriter;
 import org.objectweb.asm.Opcodes;
@@ -27,7 +24,7 @@ import org.objectweb.asm.tree.MethodNode;
  * target: unarmed, the class behaves as written; armed, the chosen sites go the other way. The applets carry
  * no test code. Sites are numbered over the applet classes in name order, methods in class-file order.
  */
-public final class GlitchedAppletLoader extends ClassLoader {
+public final class GlitchedAppletLoader extends AppletClassLoader {
 
     /** One conditional branch of the applet bytecode. */
     public static final class Site {
@@ -51,7 +48,6 @@ public final class GlitchedAppletLoader extends ClassLoader {
         }
     }
 
-    private static final String APPLET_PACKAGE = "keyload.applet.";
     private static final String HOOK = Type.getInternalName(Glitch.class);
     private static final String[] APPLET_CLASSES = {"AesEngine", "AsApplet", "Common", "EiApplet", "KeyPool",
         "Persistent", "Protocol", "RecordStore", "Transients"};
@@ -73,10 +69,14 @@ public final class GlitchedAppletLoader extends ClassLoader {
     private final java.util.Map<String, byte[]> rewritten = new java.util.HashMap<>();
 
     public GlitchedAppletLoader() {
-        super(GlitchedAppletLoader.class.getClassLoader());
+        super(GlitchedAppletLoader.class);
         for (String simpleName : APPLET_CLASSES) {
             String name = APPLET_PACKAGE + simpleName;
-            rewritten.put(name, rewrite(simpleName, classBytes(name)));
+            try {
+                rewritten.put(name, rewrite(simpleName, classBytes(name)));
+            } catch (ClassNotFoundException e) {
+                throw new IllegalStateException(e.getMessage(), e);
+            }
         }
     }
 
@@ -85,44 +85,13 @@ public final class GlitchedAppletLoader extends ClassLoader {
         return Collections.unmodifiableList(sites);
     }
 
-    public Class<? extends Applet> applet(String name) {
-        try {
-            return loadClass(name).asSubclass(Applet.class);
-        } catch (ClassNotFoundException e) {
-            throw new IllegalStateException(name, e);
-        }
-    }
-
     @Override
-    protected Class<?> loadClass(String name, boolean resolve) throws ClassNotFoundException {
-        if (!name.startsWith(APPLET_PACKAGE)) {
-            return super.loadClass(name, resolve);
+    protected byte[] appletBytes(String name) throws ClassNotFoundException {
+        byte[] bytes = rewritten.get(name);
+        if (bytes == null) {
+            throw new ClassNotFoundException(name + " is not one of the applet classes the campaign knows");
         }
-        synchronized (getClassLoadingLock(name)) {
-            Class<?> loaded = findLoadedClass(name);
-            if (loaded == null) {
-                byte[] bytes = rewritten.get(name);
-                if (bytes == null) {
-                    throw new ClassNotFoundException(name + " is not one of the applet classes the campaign knows");
-                }
-                loaded = defineClass(name, bytes, 0, bytes.length);
-            }
-            if (resolve) {
-                resolveClass(loaded);
-            }
-            return loaded;
-        }
-    }
-
-    private byte[] classBytes(String name) {
-        try (InputStream in = getParent().getResourceAsStream(name.replace('.', '/') + ".class")) {
-            if (in == null) {
-                throw new IllegalStateException(name + " is not on the test classpath");
-            }
-            return in.readAllBytes();
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
+        return bytes;
     }
 
     private byte[] rewrite(String simpleName, byte[] classFile) {

@@ -1,11 +1,9 @@
 package keyload.platform;
 
-import java.io.IOException;
-import java.io.InputStream;
-import javacard.framework.Applet;
 import javacard.security.CryptoException;
 import javacard.security.Key;
 import javacard.security.KeyBuilder;
+import keyload.rewrite.AppletClassLoader;
 import org.objectweb.asm.ClassReader;
 import org.objectweb.asm.ClassVisitor;
 import org.objectweb.asm.ClassWriter;
@@ -19,13 +17,12 @@ import org.objectweb.asm.Type;
  * a card's platform does (CryptoException.NO_SUCH_ALGORITHM). The applets carry no test code; this is the
  * test rewriting their class files, as the tearing harness does.
  */
-public final class WithoutAes192 extends ClassLoader {
+public final class WithoutAes192 extends AppletClassLoader {
 
-    private static final String APPLET_PACKAGE = "keyload.applet.";
     private static final String KEY_BUILDER = "javacard/security/KeyBuilder";
 
     public WithoutAes192() {
-        super(WithoutAes192.class.getClassLoader());
+        super(WithoutAes192.class);
     }
 
     /** What the rewritten applets call instead of {@link KeyBuilder#buildKey(byte, short, boolean)}. */
@@ -36,41 +33,9 @@ public final class WithoutAes192 extends ClassLoader {
         return KeyBuilder.buildKey(type, bits, encryption);
     }
 
-    public Class<? extends Applet> applet(String name) {
-        try {
-            return loadClass(name).asSubclass(Applet.class);
-        } catch (ClassNotFoundException e) {
-            throw new IllegalStateException(name, e);
-        }
-    }
-
     @Override
-    protected Class<?> loadClass(String name, boolean resolve) throws ClassNotFoundException {
-        if (!name.startsWith(APPLET_PACKAGE)) {
-            return super.loadClass(name, resolve);
-        }
-        synchronized (getClassLoadingLock(name)) {
-            Class<?> loaded = findLoadedClass(name);
-            if (loaded == null) {
-                byte[] rewritten = rewrite(classBytes(name));
-                loaded = defineClass(name, rewritten, 0, rewritten.length);
-            }
-            if (resolve) {
-                resolveClass(loaded);
-            }
-            return loaded;
-        }
-    }
-
-    private byte[] classBytes(String name) throws ClassNotFoundException {
-        try (InputStream in = getParent().getResourceAsStream(name.replace('.', '/') + ".class")) {
-            if (in == null) {
-                throw new ClassNotFoundException(name);
-            }
-            return in.readAllBytes();
-        } catch (IOException e) {
-            throw new ClassNotFoundException(name, e);
-        }
+    protected byte[] appletBytes(String name) throws ClassNotFoundException {
+        return rewrite(classBytes(name));
     }
 
     private static byte[] rewrite(byte[] classFile) {

@@ -1,9 +1,7 @@
 package keyload.tearing;
 
-import java.io.IOException;
-import java.io.InputStream;
 import java.util.Set;
-import javacard.framework.Applet;
+import keyload.rewrite.AppletClassLoader;
 import org.objectweb.asm.ClassReader;
 import org.objectweb.asm.ClassVisitor;
 import org.objectweb.asm.ClassWriter;
@@ -18,11 +16,10 @@ import org.objectweb.asm.Type;
  * the test, so the applets themselves carry no test code: the CAP and the lint see the classes as built.
  *
  * <p>Everything else (the Java Card API of jCardSim, {@link PowerCut}) comes from the parent loader, so the
- * test and the rewritten applets share one {@link PowerCut}.
+ * test and the rewritten applets share one {@link PowerCut} ({@link AppletClassLoader}).
  */
-public final class TornAppletLoader extends ClassLoader {
+public final class TornAppletLoader extends AppletClassLoader {
 
-    private static final String APPLET_PACKAGE = "keyload.applet.";
     private static final String HOOK = Type.getInternalName(PowerCut.class);
     private static final String UTIL = "javacard/framework/Util";
     private static final Set<String> UTIL_WRITES = Set.of("arrayCopy", "arrayCopyNonAtomic", "arrayFillNonAtomic",
@@ -31,45 +28,12 @@ public final class TornAppletLoader extends ClassLoader {
     private static final String AES_KEY = "javacard/security/AESKey";
 
     public TornAppletLoader() {
-        super(TornAppletLoader.class.getClassLoader());
-    }
-
-    /** The rewritten applet class of that name, e.g. {@code keyload.applet.EiApplet}. */
-    public Class<? extends Applet> applet(String name) {
-        try {
-            return loadClass(name).asSubclass(Applet.class);
-        } catch (ClassNotFoundException e) {
-            throw new IllegalStateException(name + " is not on the test classpath", e);
-        }
+        super(TornAppletLoader.class);
     }
 
     @Override
-    protected Class<?> loadClass(String name, boolean resolve) throws ClassNotFoundException {
-        if (!name.startsWith(APPLET_PACKAGE)) {
-            return super.loadClass(name, resolve);
-        }
-        synchronized (getClassLoadingLock(name)) {
-            Class<?> loaded = findLoadedClass(name);
-            if (loaded == null) {
-                byte[] rewritten = rewrite(classBytes(name));
-                loaded = defineClass(name, rewritten, 0, rewritten.length);
-            }
-            if (resolve) {
-                resolveClass(loaded);
-            }
-            return loaded;
-        }
-    }
-
-    private byte[] classBytes(String name) throws ClassNotFoundException {
-        try (InputStream in = getParent().getResourceAsStream(name.replace('.', '/') + ".class")) {
-            if (in == null) {
-                throw new ClassNotFoundException(name);
-            }
-            return in.readAllBytes();
-        } catch (IOException e) {
-            throw new ClassNotFoundException(name, e);
-        }
+    protected byte[] appletBytes(String name) throws ClassNotFoundException {
+        return rewrite(classBytes(name));
     }
 
     /** The class with its writes routed through the hook; stack shapes are unchanged, so are the frames. */
