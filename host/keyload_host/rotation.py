@@ -278,9 +278,10 @@ class _Results:
 
 
 def _join(service: Service) -> None:
+    """Until every card is done; then what ended a card in an unforeseen way, or the lost pool."""
     service.join_or_stop()
-    if service.as_lost:
-        raise service.as_lost
+    if service.failure or service.as_lost:
+        raise service.failure or service.as_lost  # type: ignore[misc]
 
 
 def run_batch(
@@ -363,7 +364,7 @@ def run_watch(
         should_stop,
         wait_timeout,
         lambda reader: collected.work(work(reader)),
-        lambda: service.as_lost,
+        lambda: service.failure or service.as_lost,
     )
     return collected.results + [_as_result(report) for report in collected.problems]
 

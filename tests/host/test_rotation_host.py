@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from fakes import OTHER_T16, T16, AppKey, Slot, make_as, make_ei
 from keyload_host import crypto
@@ -103,3 +104,27 @@ def test_a_rotated_card_is_personalized_under_the_next_key_then_retire(fake_read
     assert result.exit_code == 0, result.output
     assert (as_applet.transport_key, as_applet.next_transport_key) == (T_NEXT, None)
     assert kcv_text(crypto.kcv(T_NEXT)) in result.output
+
+
+def test_an_unforeseen_error_in_a_card_thread_ends_the_rotation_instead_of_hanging_it() -> None:
+    """As for personalize: the audit log failing in one card's thread ends the run with it."""
+    from fakes import FakeTransport
+    from keyload_host.audit import AuditError, NullAuditLog
+    from keyload_host.cards import AsCard, EiCard
+    from keyload_host.rotation import run_batch
+    from keyload_host.secret_sources import Secret, SecretKind
+
+    class FailingAudit(NullAuditLog):
+        def record(self, event: str, **fields: object) -> dict[str, object]:
+            if event == "transport_key":
+                raise AuditError("audit.jsonl: cannot write the audit log: No space left on device")
+            return super().record(event, **fields)
+
+    eis = [EiCard(FakeTransport(f"EI {n}", _ei(sn))) for n, sn in enumerate((SN1, SN2), 1)]
+    with pytest.raises(AuditError, match="No space left"):
+        run_batch(
+            [AsCard(FakeTransport("AS", _as()))],
+            eis,
+            FailingAudit(),
+            lambda: Secret(b"1234", SecretKind.PIN),
+        )
