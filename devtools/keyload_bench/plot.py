@@ -47,9 +47,15 @@ def _split_bars(axes: Any, rows: list[dict[str, Any]], key: str, title: str) -> 
     labels = [str(row[key]) for row in rows]
     bottom = [0.0] * len(rows)
     for part, label in SPLIT:
-        values = [row["split_ms_per_card"][part] for row in rows]
+        values = [
+            row["split_ms_per_card"][part] if row["split_ms_per_card"] else 0.0 for row in rows
+        ]
         axes.bar(labels, values, bottom=bottom, label=label)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    overlapping = [row["ms_per_card"] if not row["split_ms_per_card"] else 0.0 for row in rows]
+    if any(overlapping):  # several readers at once: their shares overlap, only the total counts
+        axes.bar(labels, overlapping, color="tab:gray", label="readers at once (no split)")
+        bottom = [max(b, o) for b, o in zip(bottom, overlapping, strict=True)]
     for index, row in enumerate(rows):
         axes.annotate(
             f"{row['cards_per_second']:.0f}/s",

@@ -17,7 +17,9 @@ from keyload_host.protocol import (
     CLA_PROPRIETARY,
     P1_SELECT_BY_NAME,
     SW,
+    Info,
     Ins,
+    Role,
 )
 from smartcard import scard
 
@@ -26,6 +28,8 @@ APDU_HEADER_LENGTH = 5
 """CLA INS P1 P2 Lc: where command data starts in a short APDU."""
 EXPORT_CHALLENGE_OFFSET = APDU_HEADER_LENGTH + 2
 """EXPORT KEY data is REF1, REF2, R, len(SN), SN: R starts after the two references."""
+EXPORT_SERIAL_OFFSET = EXPORT_CHALLENGE_OFFSET + CHALLENGE_LENGTH
+"""Where len(SN), then SN, stand in EXPORT KEY."""
 
 
 def select_command(aid: bytes) -> bytes:
@@ -139,26 +143,36 @@ def replay(cards: dict[str, RawCard], script: Script) -> float:
 
     The script is what ``personalize`` sent to cards of the same serials, so every command is
     sent unchanged except for what a fresh card makes fresh: the challenge R in EXPORT KEY
-    (taken from the GET CHALLENGE just answered) and the key block in IMPORT KEY (taken from
-    the EXPORT KEY just answered). Any status word other than 9000 stops the replay.
+    (taken from the last GET CHALLENGE answered by the EI it names) and the key block in IMPORT
+    KEY (taken from the last EXPORT KEY answered for that EI). The EI cards were served at the
+    same time, so their commands interleave: each EI is found by the serial its SELECT answered.
+    Any status word other than 9000 stops the replay.
     """
     total = 0.0
-    challenge = b""
-    block = b""
+    reader_of: dict[bytes, str] = {}
+    challenges: dict[str, bytes] = {}
+    blocks: dict[str, bytes] = {}
     for recorded in script:
         command = bytearray(recorded.command)
         ins = command[1]
         if ins == Ins.EXPORT_KEY:
+            length = command[EXPORT_SERIAL_OFFSET]
+            serial = bytes(command[EXPORT_SERIAL_OFFSET + 1 : EXPORT_SERIAL_OFFSET + 1 + length])
+            ei = reader_of[serial]
             command[EXPORT_CHALLENGE_OFFSET : EXPORT_CHALLENGE_OFFSET + CHALLENGE_LENGTH] = (
-                challenge
+                challenges[ei]
             )
         elif ins == Ins.IMPORT_KEY:
-            command[APDU_HEADER_LENGTH:] = block
+            command[APDU_HEADER_LENGTH:] = blocks[recorded.reader]
         data, seconds = cards[recorded.reader].command(command)
         command[:] = bytes(len(command))
         total += seconds
-        if ins == Ins.GET_CHALLENGE:
-            challenge = data
+        if ins == Ins.SELECT:
+            info = Info.parse(data)
+            if info.role == Role.EI:
+                reader_of[info.serial] = recorded.reader
+        elif ins == Ins.GET_CHALLENGE:
+            challenges[recorded.reader] = data
         elif ins == Ins.EXPORT_KEY:
-            block = data
+            blocks[ei] = data
     return total

@@ -105,7 +105,10 @@ def _throughput_rows(rows: Sequence[dict[str, Any]]) -> list[list[object]]:
             f"{1e3 / row['median_round_ms_per_card']:.1f}",
             _ms(row["ms_per_card"]),
             _ms(row["median_round_ms_per_card"]),
-            *(_ms(row["split_ms_per_card"][share]) for share in SHARES),
+            *(
+                _ms(row["split_ms_per_card"][share]) if row["split_ms_per_card"] else "-"
+                for share in SHARES
+            ),
             f"{row['apdus_per_card']:g}",
         ]
         for row in rows

@@ -74,6 +74,9 @@ def test_throughput_rows_split_the_time_of_every_card(report: dict[str, Any]) ->
     assert [row["readers"] for row in report["readers"]] == list(SMOKE.reader_counts)
     for row in rows:
         split = row["split_ms_per_card"]
+        if row["readers"] > 1:  # readers served at once: their shares overlap, no split
+            assert split is None
+            continue
         assert set(split) == set(SHARES)
         assert sum(split.values()) == pytest.approx(row["ms_per_card"])
         assert split["card"] > 0 and split["pcsc"] > 0 and split["audit"] > 0
@@ -118,3 +121,32 @@ def test_the_stock_bridge_gets_globalplatform_install_parameters() -> None:
     command = install_command(AID_EI)
     assert command[:4] == bytes.fromhex("80B80000")
     assert command[4:] == bytes([len(AID_EI) + 3, len(AID_EI)]) + AID_EI + b"\x00\x00"
+
+
+@pytest.fixture(scope="module")
+def real_cards(report: dict[str, Any]) -> dict[str, Any]:
+    """The real-card series' smoke run (after the zero-latency one: one station at a time)."""
+    from keyload_bench import realcards
+
+    return realcards.run_series(None, quick=True)
+
+
+def test_real_card_series_sets_each_point_against_the_as_ceiling(
+    real_cards: dict[str, Any], tmp_path: Path
+) -> None:
+    from keyload_bench import realcards
+
+    points = real_cards["points"]
+    assert [(p["as_cards"], p["ei_readers"]) for p in points] == list(realcards.QUICK_POINTS)
+    assert real_cards["profile"]["name"] == realcards.PROFILE
+    assert "not a measurement" in real_cards["model_note"]
+    for point in points:
+        assert point["ceiling_cards_per_hour"] == pytest.approx(
+            point["as_cards"] * 3600 / (point["as_ms_per_card"] / 1e3)
+        )
+        assert 0 < point["as_busy_share"] <= 1 and point["share_of_ceiling"] > 0
+        assert point["as_ms_per_card"] > 100, "the AS's modelled EXPORT KEY time, 3 keys a card"
+    text = bench_report.format_real_cards(real_cards)
+    assert "a model of real cards" in text and "Targets of the real-card series" in text
+    json_path, _png = bench_report.write_real_cards(real_cards, tmp_path)
+    assert json.loads(json_path.read_text())["points"] == points
