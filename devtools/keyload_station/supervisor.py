@@ -51,6 +51,9 @@ CONTROL_TIMEOUT = CARD_EVENT_TIMEOUT + 5.0
 QUIT_GRACE = 5.0
 TERM_GRACE = 5.0
 POLL_INTERVAL = 0.02
+PORT_BLOCK_ATTEMPTS = 3
+PORT_TAKEN_LOG_LINE = "Address already in use"
+"""What pcscd's log says when vpcd cannot listen on its port."""
 CARD_WAIT_SLICE = 0.5
 """Seconds of one PC/SC wait for a card event before looking again (a mute card changes no
 state)."""
@@ -59,6 +62,10 @@ LOG_TAIL_LINES = 5
 
 class StationError(KeyloadError):
     """The station could not do what was asked; the message says what to do about it."""
+
+
+class _PortTakenError(StationError):
+    """vpcd could not listen on a port of the block chosen for it (pcscd's log says so)."""
 
 
 @dataclass(frozen=True)
@@ -474,9 +481,19 @@ def _ensure_pcscd(
     running pcscd already has the readers) and the first vpcd port (see ``up``)."""
     known = _pcsc_readers()
     if known is None:
-        if base_port is None:
-            base_port = _free_port_block(len(readers))
-        return _start_pcscd(readers, base_port, deadline), base_port
+        if base_port is not None:
+            return _start_pcscd(readers, base_port, deadline), base_port
+        # The ports are in the kernel's ephemeral range: an outgoing connection can take one
+        # between the check and vpcd's bind. Then the next free block is tried.
+        start = DEFAULT_BASE_PORT
+        for attempt in range(PORT_BLOCK_ATTEMPTS):
+            start = _free_port_block(len(readers), start)
+            try:
+                return _start_pcscd(readers, start, deadline), start
+            except _PortTakenError:
+                if attempt == PORT_BLOCK_ATTEMPTS - 1:
+                    raise
+                start += READERS_PER_ENTRY
     missing = [name for name in readers if name not in known]
     if missing:
         raise StationError(
@@ -488,12 +505,12 @@ def _ensure_pcscd(
     return None, DEFAULT_BASE_PORT if base_port is None else base_port
 
 
-def _free_port_block(count: int) -> int:
-    """The first port from DEFAULT_BASE_PORT (in steps of one reader.conf entry) such that vpcd
-    can listen on it and the ``count - 1`` ports after it: bound here as vpcd binds, without
+def _free_port_block(count: int, first: int = DEFAULT_BASE_PORT) -> int:
+    """The first port from ``first`` (in steps of one reader.conf entry) such that vpcd can
+    listen on it and the ``count - 1`` ports after it: bound here as vpcd binds, without
     SO_REUSEADDR, so a port held in TIME_WAIT counts as taken."""
     last_start = DEFAULT_BASE_PORT + PORT_SEARCH_SPAN - count
-    for start in range(DEFAULT_BASE_PORT, last_start + 1, READERS_PER_ENTRY):
+    for start in range(first, last_start + 1, READERS_PER_ENTRY):
         if all(_can_listen(port) for port in range(start, start + count)):
             return start
     raise StationError(
@@ -578,6 +595,11 @@ def _start_pcscd(readers: Sequence[str], base_port: int, deadline: float) -> int
         known = _pcsc_readers()
         if known is not None and all(name in known for name in readers):
             return process.pid
+        if PORT_TAKEN_LOG_LINE in _read_log("pcscd.log"):
+            _terminate(process.pid, "pcscd")
+            raise _PortTakenError(
+                f"a vpcd port from {base_port} was taken: {_log_tail('pcscd.log')}"
+            )
         if time.monotonic() >= deadline:
             _terminate(process.pid, "pcscd")
             raise StationError(
@@ -812,12 +834,17 @@ def _require_run() -> _Run:
     return run
 
 
-def _log_tail(log_name: str) -> str:
+def _read_log(log_name: str) -> str:
+    """A log of the state directory, "" when there is none yet."""
     try:
-        lines = (_state_dir() / log_name).read_text(errors="replace").strip().splitlines()
+        return (_state_dir() / log_name).read_text(errors="replace")
     except FileNotFoundError:
-        return f"(no {log_name})"
-    return " | ".join(lines[-LOG_TAIL_LINES:]) or f"({log_name} is empty)"
+        return ""
+
+
+def _log_tail(log_name: str) -> str:
+    lines = _read_log(log_name).strip().splitlines()
+    return " | ".join(lines[-LOG_TAIL_LINES:]) or f"({log_name} is empty or missing)"
 
 
 def _card_role(spec: str) -> str:
