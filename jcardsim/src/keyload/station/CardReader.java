@@ -369,7 +369,7 @@ public final class CardReader {
     private boolean apdu(SimulatedCard present, VpcdLink connection, byte[] command) throws IOException {
         PullMoment pull = countApdu();
         if (pull == PullMoment.STALL) {
-            holdUntilRemoved(present);
+            holdUntilRemoved(connection);
             return false;
         }
         if (pull == PullMoment.BEFORE) {
@@ -388,11 +388,15 @@ public final class CardReader {
         return true;
     }
 
-    /** A stalled reader: the command is never answered; returns once the card is removed or the station stops. */
-    private void holdUntilRemoved(SimulatedCard present) throws IOException {
+    /**
+     * A stalled reader: the command is never answered; returns once the card's connection is closed (the card
+     * removed, or the station stopped). Waits on the connection, not the card: a card removed and put back at
+     * once is the same card, but never the same connection.
+     */
+    private void holdUntilRemoved(VpcdLink connection) throws IOException {
         Log.event("reader " + port + ": stalled, holding the command without an answer");
         synchronized (lock) {
-            while (card == present && !stopped) {
+            while (link == connection && !stopped) {
                 try {
                     lock.wait();
                 } catch (InterruptedException e) {
