@@ -281,7 +281,6 @@ public final class EiApplet extends Applet {
         // 4.-6. Spend a try, check the CAS, give the try back.
         byte[] secrets = transients.secrets;
         byte ref2 = buffer[(short) (block + HDR_REF2)];
-        short tLength = persistent.transportKeyLength();
         short casVerdict = checkCas(buffer, block, cas, ref2);
 
         // 7. The slot.
@@ -303,24 +302,7 @@ public final class EiApplet extends Applet {
         }
 
         // 8. Decrypt (after a second look at the CAS verdict), then check padding and SAS.
-        if (casVerdict != 0) {
-            ISOException.throwIt(triesStatus());
-        }
-        aes.cbc(aes.load(secrets, SECRET_K_ENC, tLength), Cipher.MODE_DECRYPT, buffer,
-                (short) (block + HEADER_BYTES), padded, secrets, SECRET_KEY);
-        short paddingVerdict = 0;
-        for (short i = keyLength; i < padded; i++) {
-            paddingVerdict = (short) (paddingVerdict | secrets[(short) (SECRET_KEY + i)]);
-        }
-        if (paddingVerdict != 0) {
-            ISOException.throwIt(SW_INCORRECT_DATA);
-        }
-        aes.kcv8(aes.load(secrets, SECRET_KEY, keyLength), secrets, SECRET_CHECK);
-        short sasVerdict = AesEngine.difference(secrets, SECRET_CHECK, buffer, sas, SAS_BYTES);
-        if (sasVerdict != 0) {
-            spendTry();
-            ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
-        }
+        short keyVerdict = decryptCheckingSas(buffer, block, padded, keyLength, sas, casVerdict);
 
         // 9. Versions only move forward; the same version is accepted again only for the same key, compared
         //    whole and in constant time (§8 amendment 4).
@@ -342,7 +324,7 @@ public final class EiApplet extends Applet {
 
         // 10. Every decision once more before the store, in another form: one skipped branch above does not
         //     store a key.
-        if ((short) (casVerdict | paddingVerdict | sasVerdict) != 0) {
+        if ((short) (casVerdict | keyVerdict) != 0) {
             spendTry();
             ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
         }
@@ -404,6 +386,36 @@ public final class EiApplet extends Applet {
     }
 
     /**
+     * Step 8 of IMPORT KEY and IMPORT TRANSPORT KEY (PROTOCOL.md §4.3, §9): a second look at the CAS
+     * verdict, then the key decrypted under K_enc into SECRET_KEY; its padding must be zero (6A80) and its
+     * KCV8 equal SAS, compared in constant time (6982, and the try counts as failed). Returns the padding
+     * and SAS verdicts together (0), for the caller's look at every decision before the store.
+     */
+    private short decryptCheckingSas(byte[] buffer, short block, short padded, short keyLength, short sas,
+                                     short casVerdict) {
+        if (casVerdict != 0) {
+            ISOException.throwIt(triesStatus());
+        }
+        byte[] secrets = transients.secrets;
+        aes.cbc(aes.load(secrets, SECRET_K_ENC, persistent.transportKeyLength()), Cipher.MODE_DECRYPT, buffer,
+                (short) (block + HEADER_BYTES), padded, secrets, SECRET_KEY);
+        short paddingVerdict = 0;
+        for (short i = keyLength; i < padded; i++) {
+            paddingVerdict = (short) (paddingVerdict | secrets[(short) (SECRET_KEY + i)]);
+        }
+        if (paddingVerdict != 0) {
+            ISOException.throwIt(SW_INCORRECT_DATA);
+        }
+        aes.kcv8(aes.load(secrets, SECRET_KEY, keyLength), secrets, SECRET_CHECK);
+        short sasVerdict = AesEngine.difference(secrets, SECRET_CHECK, buffer, sas, SAS_BYTES);
+        if (sasVerdict != 0) {
+            spendTry();
+            ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
+        }
+        return (short) (paddingVerdict | sasVerdict);
+    }
+
+    /**
      * IMPORT TRANSPORT KEY (PROTOCOL.md §9): a block of format 02 made by the AS's EXPORT TRANSPORT KEY for
      * this EI's serial and challenge under keys derived from the current T with REF2 = 00; IMPORT KEY's
      * order, retry counter and checks, then the new T replaces T in one commit (old T or new T, whole,
@@ -446,25 +458,8 @@ public final class EiApplet extends Applet {
         common.requireSupported(keyLength);
 
         // 8. Decrypt (after a second look at the CAS verdict), then check padding and SAS.
-        if (casVerdict != 0) {
-            ISOException.throwIt(triesStatus());
-        }
+        short keyVerdict = decryptCheckingSas(buffer, block, padded, keyLength, sas, casVerdict);
         byte[] secrets = transients.secrets;
-        aes.cbc(aes.load(secrets, SECRET_K_ENC, tLength), Cipher.MODE_DECRYPT, buffer,
-                (short) (block + HEADER_BYTES), padded, secrets, SECRET_KEY);
-        short paddingVerdict = 0;
-        for (short i = keyLength; i < padded; i++) {
-            paddingVerdict = (short) (paddingVerdict | secrets[(short) (SECRET_KEY + i)]);
-        }
-        if (paddingVerdict != 0) {
-            ISOException.throwIt(SW_INCORRECT_DATA);
-        }
-        aes.kcv8(aes.load(secrets, SECRET_KEY, keyLength), secrets, SECRET_CHECK);
-        short sasVerdict = AesEngine.difference(secrets, SECRET_CHECK, buffer, sas, SAS_BYTES);
-        if (sasVerdict != 0) {
-            spendTry();
-            ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
-        }
 
         // 9. The version only moves forward: equal or lower is refused.
         short version = Util.getShort(buffer, (short) (block + HDR_VERSION));
@@ -475,7 +470,7 @@ public final class EiApplet extends Applet {
 
         // 10. Every decision once more, in another form, before the store; then the new T into a key object
         //     no record names, and the settings record naming it, committed by one byte.
-        if ((short) (casVerdict | paddingVerdict | sasVerdict | unused) != 0) {
+        if ((short) (casVerdict | keyVerdict | unused) != 0) {
             spendTry();
             ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
         }
