@@ -249,6 +249,23 @@ public final class AsApplet extends Applet {
     }
 
     /**
+     * Receives the data of EXPORT KEY or EXPORT TRANSPORT KEY, fixed fields then len(SN) at
+     * {@code snLengthOffset} and SN, 8 to 16 bytes, ending the data (else 6700); returns len(SN).
+     */
+    private static short receiveSerialLast(APDU apdu, short snLengthOffset) {
+        short length = Common.receiveData(apdu);
+        short snOffset = (short) (snLengthOffset + 1);
+        if (length < snOffset) {
+            ISOException.throwIt(SW_WRONG_LENGTH);
+        }
+        short snLength = (short) (apdu.getBuffer()[(short) (apdu.getOffsetCdata() + snLengthOffset)] & 0xFF);
+        if (snLength < SN_MIN_BYTES || snLength > SN_MAX_BYTES || length != (short) (snOffset + snLength)) {
+            ISOException.throwIt(SW_WRONG_LENGTH);
+        }
+        return snLength;
+    }
+
+    /**
      * EXPORT KEY: PROTOCOL.md §4.2 in its order, with §8 amendment 3 (Le checked before counting) and the
      * transport key chosen by P1P2 (§9): 0000 or T's version for T, the next T's version for the next T
      * (an EI rotated during a campaign); any other value was refused with 6A86 before the life cycle.
@@ -261,15 +278,8 @@ public final class AsApplet extends Applet {
         }
         // 2. Length.
         byte[] buffer = apdu.getBuffer();
-        short length = Common.receiveData(apdu);
+        short snLength = receiveSerialLast(apdu, EXPORT_SN_LENGTH);
         short data = apdu.getOffsetCdata();
-        if (length < EXPORT_SN) {
-            ISOException.throwIt(SW_WRONG_LENGTH);
-        }
-        short snLength = (short) (buffer[(short) (data + EXPORT_SN_LENGTH)] & 0xFF);
-        if (snLength < SN_MIN_BYTES || snLength > SN_MAX_BYTES || length != (short) (EXPORT_SN + snLength)) {
-            ISOException.throwIt(SW_WRONG_LENGTH);
-        }
         // 3. References, key length.
         byte ref1 = buffer[(short) (data + EXPORT_REF1)];
         byte ref2 = buffer[(short) (data + EXPORT_REF2)];
@@ -432,15 +442,8 @@ public final class AsApplet extends Applet {
             ISOException.throwIt(SW_SECURITY_STATUS_NOT_SATISFIED);
         }
         byte[] buffer = apdu.getBuffer();
-        short length = Common.receiveData(apdu);
+        short snLength = receiveSerialLast(apdu, TRANSPORT_EXPORT_SN_LENGTH);
         short data = apdu.getOffsetCdata();
-        if (length < TRANSPORT_EXPORT_SN) {
-            ISOException.throwIt(SW_WRONG_LENGTH);
-        }
-        short snLength = (short) (buffer[(short) (data + TRANSPORT_EXPORT_SN_LENGTH)] & 0xFF);
-        if (snLength < SN_MIN_BYTES || snLength > SN_MAX_BYTES || length != (short) (TRANSPORT_EXPORT_SN + snLength)) {
-            ISOException.throwIt(SW_WRONG_LENGTH);
-        }
         short keyLength = persistent.nextKeyLength();
         if (keyLength == 0) {
             ISOException.throwIt(SW_REFERENCE_NOT_FOUND);
